@@ -156,6 +156,13 @@ impl JobSource {
         Ok(JobSource::new(path.display().to_string(), text))
     }
 
+    /// A fingerprint of the job file's text: a run is resumed only with the job it was planned from.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(self.text.as_bytes());
+        digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+    }
+
     /// Parses and validates the job. `default_name` names a job that has no `name` key.
     pub fn parse(&self, default_name: &str) -> Result<JobSpec, JobFileError> {
         let raw: RawJob = toml::from_str(&self.text).map_err(|error| {

@@ -16,6 +16,7 @@ pub mod job;
 pub mod plugin;
 pub mod progress;
 pub mod registry;
+pub mod runtime;
 pub mod schema;
 pub mod transient;
 pub mod value;

@@ -16,6 +16,15 @@ pub struct ShardCounters {
     pub bytes_read: u64,
 }
 
+impl std::ops::AddAssign for ShardCounters {
+    fn add_assign(&mut self, delta: ShardCounters) {
+        self.records_read += delta.records_read;
+        self.records_written += delta.records_written;
+        self.records_rejected += delta.records_rejected;
+        self.bytes_read += delta.bytes_read;
+    }
+}
+
 /// Atomic counters of one shard.
 #[derive(Debug, Default)]
 pub struct ShardProgress {
@@ -100,11 +109,8 @@ pub struct RunProgress {
 
 impl RunProgress {
     pub fn totals(&self) -> ShardCounters {
-        self.shards.iter().map(|s| s.counters()).fold(ShardCounters::default(), |mut total, c| {
-            total.records_read += c.records_read;
-            total.records_written += c.records_written;
-            total.records_rejected += c.records_rejected;
-            total.bytes_read += c.bytes_read;
+        self.shards.iter().map(|s| s.counters()).fold(ShardCounters::default(), |mut total, counters| {
+            total += counters;
             total
         })
     }
