@@ -322,7 +322,8 @@ mod tests {
 
     #[test]
     fn missing_type_is_reported() {
-        let error = JobSource::new("j.toml", "[source]\npath = \"x\"\n[sink]\ntype = \"stdout\"\n").parse("j").unwrap_err();
+        let error =
+            JobSource::new("j.toml", "[source]\npath = \"x\"\n[sink]\ntype = \"stdout\"\n").parse("j").unwrap_err();
         assert!(error.message.contains("missing `type` in [source]"), "{error}");
     }
 }

@@ -245,7 +245,9 @@ async fn run_shard(context: &RunContext, shard: &ShardSpec, progress: &ShardProg
         progress.set_phase(ShardPhase::Running);
         let sequence_before = resume.sequence;
         let error = match attempt(context, shard, &mut resume, progress).await {
-            Ok(AttemptEnd::Exhausted) => return finish(context, shard, ShardOutcome::Succeeded, &resume, progress).await,
+            Ok(AttemptEnd::Exhausted) => {
+                return finish(context, shard, ShardOutcome::Succeeded, &resume, progress).await;
+            }
             Ok(AttemptEnd::Halted) => return finish(context, shard, ShardOutcome::Released, &resume, progress).await,
             Err(error) => error,
         };
@@ -408,11 +410,8 @@ async fn write_batch(
     if !batch.is_empty() {
         writer.write(&batch).await.context("writing to the sink")?;
     }
-    let delta = ShardCounters {
-        records_written: batch.len() as u64,
-        records_rejected: all_rejected.len() as u64,
-        ..read
-    };
+    let delta =
+        ShardCounters { records_written: batch.len() as u64, records_rejected: all_rejected.len() as u64, ..read };
     uncommitted.counters += delta;
     uncommitted.checkpoint = Some(checkpoint);
     progress.add(delta);

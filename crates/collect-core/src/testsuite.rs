@@ -129,7 +129,10 @@ where
         let mut writer = sink.open(&context).await?;
         writer.write(batches.last().expect("not empty")).await?;
         writer.commit(batches.len() as u64).await?;
-        ensure!(held().await? == expected(batches.len()), "repeating a commit duplicated records in an idempotent sink");
+        ensure!(
+            held().await? == expected(batches.len()),
+            "repeating a commit duplicated records in an idempotent sink"
+        );
     }
     Ok(())
 }

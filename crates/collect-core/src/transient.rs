@@ -33,7 +33,8 @@ mod tests {
 
     #[test]
     fn survives_context() {
-        let error = Err::<(), _>(transient(anyhow::anyhow!("connection reset"))).context("reading shard 3").unwrap_err();
+        let error =
+            Err::<(), _>(transient(anyhow::anyhow!("connection reset"))).context("reading shard 3").unwrap_err();
         assert!(is_transient(&error));
         assert!(!is_transient(&anyhow::anyhow!("syntax error")));
         assert!(format!("{error:#}").contains("connection reset"));

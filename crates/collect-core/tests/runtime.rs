@@ -235,19 +235,10 @@ struct Harness {
 
 impl Harness {
     fn new(source: NumbersSource) -> Self {
-        Harness {
-            source: Arc::new(source),
-            sink: Arc::default(),
-            ledger: Arc::default(),
-            dead_letters: Arc::default(),
-        }
+        Harness { source: Arc::new(source), sink: Arc::default(), ledger: Arc::default(), dead_letters: Arc::default() }
     }
 
-    async fn run(
-        &self,
-        settings: RunSettings,
-        stop: CancellationToken,
-    ) -> haul_collect_core::runtime::RunReport {
+    async fn run(&self, settings: RunSettings, stop: CancellationToken) -> haul_collect_core::runtime::RunReport {
         let plan = self.source.plan(&haul_collect_core_context()).await.unwrap();
         let progress = progress_for(&plan.shards);
         let pipeline = Pipeline { source: self.source.clone(), processors: vec![], sink: self.sink.clone() };
@@ -321,7 +312,8 @@ async fn rejected_records_go_to_dead_letters_within_the_limit() {
     let mut source = NumbersSource::new(1, 100);
     source.reject_every = Some(10);
     let harness = Harness::new(source);
-    let report = harness.run(settings(haul_collect_core::error_limit::ErrorLimit::Count(10)), CancellationToken::new()).await;
+    let report =
+        harness.run(settings(haul_collect_core::error_limit::ErrorLimit::Count(10)), CancellationToken::new()).await;
     assert_eq!(report.outcome, RunOutcome::Succeeded);
     assert_eq!(harness.dead_letters.records.lock().unwrap().len(), 10);
     assert_eq!(harness.committed_sorted().len(), 90);
@@ -333,7 +325,8 @@ async fn exceeding_the_error_limit_fails_the_run() {
     let mut source = NumbersSource::new(2, 500);
     source.reject_every = Some(7);
     let harness = Harness::new(source);
-    let report = harness.run(settings(haul_collect_core::error_limit::ErrorLimit::Count(5)), CancellationToken::new()).await;
+    let report =
+        harness.run(settings(haul_collect_core::error_limit::ErrorLimit::Count(5)), CancellationToken::new()).await;
     match report.outcome {
         RunOutcome::Failed(reasons) => assert!(reasons[0].contains("error limit"), "{reasons:?}"),
         other => panic!("expected failure, got {other:?}"),
@@ -345,13 +338,15 @@ async fn ratio_limit_is_checked_at_the_end() {
     let mut source = NumbersSource::new(1, 100);
     source.reject_every = Some(5);
     let harness = Harness::new(source);
-    let report = harness.run(settings(haul_collect_core::error_limit::ErrorLimit::Ratio(0.1)), CancellationToken::new()).await;
+    let report =
+        harness.run(settings(haul_collect_core::error_limit::ErrorLimit::Ratio(0.1)), CancellationToken::new()).await;
     assert!(matches!(report.outcome, RunOutcome::Failed(_)), "{:?}", report.outcome);
     let harness = Harness::new({
         let mut s = NumbersSource::new(1, 100);
         s.reject_every = Some(5);
         s
     });
-    let report = harness.run(settings(haul_collect_core::error_limit::ErrorLimit::Ratio(0.25)), CancellationToken::new()).await;
+    let report =
+        harness.run(settings(haul_collect_core::error_limit::ErrorLimit::Ratio(0.25)), CancellationToken::new()).await;
     assert_eq!(report.outcome, RunOutcome::Succeeded);
 }

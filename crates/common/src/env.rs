@@ -15,10 +15,7 @@ pub enum InterpolationError {
 
 /// Replaces every `${env:NAME}` in `text` with the value of `NAME`, reading
 /// variables through `lookup`. `$${` escapes a literal `${`.
-pub fn interpolate_with(
-    text: &str,
-    lookup: impl Fn(&str) -> Option<String>,
-) -> Result<String, InterpolationError> {
+pub fn interpolate_with(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, InterpolationError> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find('$') {

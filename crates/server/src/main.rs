@@ -1,1 +1,74 @@
-fn main() {}
+//! `haul`: the command line. `haul run JOB.toml` runs a job in this process
+//! with resumable local state; `haul check` validates a job and tests its
+//! connections; `haul plugins` lists what jobs can use.
+
+mod commands;
+mod job_loader;
+mod progress_view;
+mod store_ledger;
+mod summary;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use haul_common::telemetry::{self, LogFormat};
+
+/// Collect data from databases, APIs, sites, files and brokers into anything: sharded, resumable, rate-limited.
+#[derive(Debug, Parser)]
+#[command(name = "haul", version, propagate_version = true)]
+struct Cli {
+    /// More logs: -v info, -vv debug, -vvv trace (RUST_LOG overrides).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormatArg::Text, global = true)]
+    log_format: LogFormatArg,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a job here and now; Ctrl-C pauses, running again resumes.
+    Run(commands::run::RunArgs),
+    /// Validate a job file and test its connections without moving data.
+    Check(commands::check::CheckArgs),
+    /// List the plugins and their options.
+    Plugins(commands::plugins::PluginsArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let format = match cli.log_format {
+        LogFormatArg::Text => LogFormat::Text,
+        LogFormatArg::Json => LogFormat::Json,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        telemetry::init(cli.verbose, format);
+        match cli.command {
+            Command::Run(args) => commands::run::run(args).await,
+            Command::Check(args) => commands::check::run(args).await,
+            Command::Plugins(args) => commands::plugins::run(args),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! One module per `haul` command.
+
+pub mod check;
+pub mod plugins;
+pub mod run;

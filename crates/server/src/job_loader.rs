@@ -1,0 +1,48 @@
+//! Loads a job file and builds its plugins, turning every configuration
+//! problem into an error that names the file, line and column.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use haul_collect_core::job::{JobFileError, JobSource, JobSpec, PluginSpec};
+use haul_collect_core::registry::{BuildError, PluginRegistry, PluginRole};
+use haul_collect_core::runtime::Pipeline;
+
+/// A parsed job with its plugins built.
+pub struct LoadedJob {
+    pub source_text: JobSource,
+    pub spec: JobSpec,
+    pub pipeline: Pipeline,
+}
+
+/// The registry of every built-in plugin.
+pub fn builtin_registry() -> PluginRegistry {
+    let mut registry = PluginRegistry::default();
+    haul_collect::register_builtin(&mut registry);
+    registry
+}
+
+/// Reads, validates and builds the job at `path`.
+pub fn load(path: &Path, registry: &PluginRegistry) -> Result<LoadedJob, JobFileError> {
+    let source_text = JobSource::read(path)?;
+    let default_name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("job").to_string();
+    let spec = source_text.parse(&default_name)?;
+    let pipeline = Pipeline {
+        source: build(&source_text, registry, &spec.source)?,
+        processors: spec.processors.iter().map(|p| build(&source_text, registry, p)).collect::<Result<_, _>>()?,
+        sink: build(&source_text, registry, &spec.sink)?,
+    };
+    Ok(LoadedJob { source_text, spec, pipeline })
+}
+
+fn build<O: PluginRole + ?Sized>(
+    source_text: &JobSource,
+    registry: &PluginRegistry,
+    plugin: &PluginSpec,
+) -> Result<Arc<O>, JobFileError> {
+    registry.build::<O>(plugin).map_err(|error| match error {
+        BuildError::Config { path, message } => source_text.plugin_error(plugin, &path, message),
+        BuildError::UnknownKind { .. } => source_text.plugin_error(plugin, &["type".to_string()], error.to_string()),
+        BuildError::Build(error) => source_text.plugin_error(plugin, &[], format!("{error:#}")),
+    })
+}
