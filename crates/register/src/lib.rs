@@ -1,1 +1,13 @@
-//! placeholder
+//! haul's coordination layer: the traits through which runs, shards and
+//! workers coordinate — starting with the [`store::Store`], the source of truth
+//! for jobs' incremental state, runs and the shard ledger — and their backends
+//! (SQLite today; MySQL and PostgreSQL behind the same trait). The records and
+//! state machines they share live in [`model`]. This crate depends only on
+//! `haul-collect-core` among haul's crates; it knows nothing of the scheduler,
+//! the server or concrete plugins.
+
+pub mod model;
+pub mod store;
+
+pub use model::{Event, Lease, NewRun, RunRecord, RunState, ShardRecord, ShardState};
+pub use store::{Error, SqliteStore, Store};

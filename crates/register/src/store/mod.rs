@@ -1,0 +1,150 @@
+//! The [`Store`]: haul's source of truth for jobs' incremental state, runs and
+//! the shard ledger (checkpoints and leases). Every other coordination service
+//! may lose its state; the store may not.
+//!
+//! Lifecycle, as the runtime drives it:
+//! 1. [`Store::unfinished_run`] finds a run to resume; otherwise
+//!    [`Store::create_run`] stores a new run with its whole plan.
+//! 2. Each shard is executed under a [`Lease`] from [`Store::claim_shard`],
+//!    kept alive with [`Store::renew_lease`]. Every [`Store::save_checkpoint`]
+//!    follows a sink commit. The shard ends with [`Store::finish_shard`], or is
+//!    given back with [`Store::release_shard`] on pause or shutdown.
+//! 3. [`Store::set_run_state`] moves the run along its lifecycle; reaching
+//!    `succeeded` makes the run's `next_state` the job's state.
+//!
+//! Guarantees every backend keeps:
+//! - Shard ownership is fenced: each claim increments the shard's epoch, and
+//!   every write under a lease is one conditional update on
+//!   `(run, shard, epoch)` with an unexpired lease. A holder whose lease moved
+//!   on gets [`Error::LeaseLost`] and must stop writing; two live owners of a
+//!   shard are impossible.
+//! - Lease expiry uses the store's own clock, never the caller's.
+//! - Run and shard states change only along the transition tables of
+//!   [`crate::model`]; a succeeded run and its job state change together.
+//! - A write that returned `Ok` survives a crash of the process.
+
+mod open;
+mod sqlite;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use haul_collect_core::plugin::Checkpoint;
+use haul_collect_core::progress::ShardCounters;
+
+pub use open::open;
+pub use sqlite::{SCHEMA_VERSION, SqliteStore};
+
+use crate::model::{Event, Lease, NewRun, RunRecord, RunState, ShardRecord, ShardState};
+
+/// What a store operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what} not found")]
+    NotFound { what: String },
+    #[error("illegal transition from {from} to {to}")]
+    IllegalTransition { from: String, to: String },
+    #[error("lease lost on shard {shard_id} of run {run_id} at epoch {epoch}")]
+    LeaseLost { run_id: String, shard_id: String, epoch: u64 },
+    /// A shard claim on a run that is not running (paused, finished, …).
+    #[error("run {run_id} is {state}, not running")]
+    RunNotRunning { run_id: String, state: RunState },
+    #[error("store database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("store migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored row that does not decode.
+    #[error("corrupt store row: {0}")]
+    Corrupt(String),
+    /// A store URL this build cannot open.
+    #[error("unsupported store url: {0}")]
+    Unsupported(String),
+}
+
+impl Error {
+    pub(crate) fn lease_lost(lease: &Lease) -> Self {
+        Error::LeaseLost { run_id: lease.run_id.clone(), shard_id: lease.shard_id.clone(), epoch: lease.epoch }
+    }
+}
+
+/// Jobs' state, runs and the shard ledger. See the module documentation for
+/// the lifecycle and the guarantees.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// The job state left by the job's last successful run.
+    async fn job_state(&self, job: &str) -> Result<Option<serde_json::Value>, Error>;
+
+    /// The job's most recent run, if it is not succeeded or cancelled (pending,
+    /// running, paused or failed). An older unfinished run that a newer run has
+    /// superseded is never returned.
+    async fn unfinished_run(&self, job: &str) -> Result<Option<RunRecord>, Error>;
+
+    /// A run; [`Error::NotFound`] if missing.
+    async fn run(&self, run_id: &str) -> Result<RunRecord, Error>;
+
+    /// Creates a run in state `running` with all its shards `pending`, in one
+    /// transaction. The run id is a UUIDv7 string.
+    async fn create_run(&self, new: NewRun) -> Result<RunRecord, Error>;
+
+    /// The shards of a run in the plan's order; [`Error::NotFound`] if the run is missing.
+    async fn shards(&self, run_id: &str) -> Result<Vec<ShardRecord>, Error>;
+
+    /// Moves a run to `state` if the transition table allows it
+    /// ([`Error::IllegalTransition`] otherwise), recording an event with
+    /// `reason`, which also becomes the run's message. When `state` is
+    /// `succeeded`, the run's `next_state` (if any) becomes the job state in
+    /// the same transaction.
+    async fn set_run_state(&self, run_id: &str, state: RunState, reason: &str) -> Result<(), Error>;
+
+    /// Claims a shard for `owner` for `ttl`: succeeds only if the shard is
+    /// pending, or running with an expired lease; increments its epoch (the
+    /// fencing token), sets it running, records an event and returns the
+    /// lease. `Ok(None)` if someone else holds it, it is finished (succeeded or
+    /// failed) or it is not in the run. Expiry uses the store's clock. The run
+    /// must be running: [`Error::RunNotRunning`] otherwise, [`Error::NotFound`]
+    /// if it is missing.
+    async fn claim_shard(
+        &self,
+        run_id: &str,
+        shard_id: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, Error>;
+
+    /// Extends a lease to `ttl` from now; [`Error::LeaseLost`] if the epoch
+    /// moved on or the lease expired.
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<(), Error>;
+
+    /// Saves a checkpoint, its commit sequence and counters, conditional on the
+    /// lease being current and unexpired; [`Error::LeaseLost`] otherwise (the
+    /// caller must stop writing).
+    async fn save_checkpoint(
+        &self,
+        lease: &Lease,
+        sequence: u64,
+        checkpoint: &Checkpoint,
+        counters: &ShardCounters,
+    ) -> Result<(), Error>;
+
+    /// Ends a shard as `succeeded` or `failed` (with `error`), conditional on
+    /// the lease like [`Store::save_checkpoint`]; records an event. Any other
+    /// `state` is an [`Error::IllegalTransition`].
+    async fn finish_shard(
+        &self,
+        lease: &Lease,
+        state: ShardState,
+        counters: &ShardCounters,
+        error: Option<&str>,
+    ) -> Result<(), Error>;
+
+    /// Gives a shard back (state pending, lease cleared, checkpoint kept) on
+    /// pause or shutdown, conditional on the lease; records an event.
+    async fn release_shard(&self, lease: &Lease) -> Result<(), Error>;
+
+    /// Failed shards of a run back to pending (for resuming a failed run),
+    /// with an event each; returns how many.
+    async fn reset_failed_shards(&self, run_id: &str) -> Result<u64, Error>;
+
+    /// The events of a run, oldest first.
+    async fn events(&self, run_id: &str) -> Result<Vec<Event>, Error>;
+}
