@@ -56,6 +56,8 @@ pub enum Error {
     /// A stored row that does not decode.
     #[error("corrupt store row: {0}")]
     Corrupt(String),
+    #[error("cannot create the store folder {path}: {source}")]
+    CreateFolder { path: String, source: std::io::Error },
     /// A store URL this build cannot open.
     #[error("unsupported store url: {0}")]
     Unsupported(String),

@@ -37,6 +37,17 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_folder_that_cannot_be_created_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        let url = format!("sqlite://{}", file.join("state.db").display());
+        let error = open(&url).await.err().unwrap();
+        assert!(matches!(error, Error::CreateFolder { .. }), "{error}");
+        assert!(error.to_string().starts_with("cannot create the store folder "), "{error}");
+    }
+
+    #[tokio::test]
     async fn other_urls_are_clear_errors() {
         let cases = [
             ("postgres://localhost/haul", "the postgres store is not supported yet; use sqlite://PATH"),

@@ -70,7 +70,9 @@ impl SqliteStore {
     /// missing, and applies pending migrations.
     pub async fn open(path: &Path) -> Result<Self, Error> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            tokio::fs::create_dir_all(parent).await.map_err(|error| Error::Database(sqlx::Error::Io(error)))?;
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|source| Error::CreateFolder { path: parent.display().to_string(), source })?;
         }
         let options = SqliteConnectOptions::new()
             .filename(path)
