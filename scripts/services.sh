@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Starts the local servers haul's tests use, when they are not running yet:
+# PostgreSQL on 127.0.0.1:5432 (trust auth, database `test`) and MariaDB on
+# 127.0.0.1:3306 (root without password, database `test`).
+set -euo pipefail
+
+wait_for() { # name, command...
+  local name=$1; shift
+  for _ in $(seq 1 60); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 1
+  done
+  echo "services: $name did not become ready" >&2
+  return 1
+}
+
+if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+  echo "services: starting PostgreSQL"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
+  wait_for PostgreSQL pg_isready -h 127.0.0.1 -p 5432 -q
+fi
+if ! psql -h 127.0.0.1 -U postgres -d test -Atc 'select 1' >/dev/null 2>&1; then
+  psql -h 127.0.0.1 -U postgres -d postgres -c 'create database test' >/dev/null
+fi
+
+if ! mysqladmin -h 127.0.0.1 -u root ping >/dev/null 2>&1; then
+  echo "services: starting MariaDB"
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
+  wait_for MariaDB mysqladmin -h 127.0.0.1 -u root ping
+fi
+mysql -h 127.0.0.1 -u root -e 'create database if not exists test'
+echo "services: PostgreSQL and MariaDB are ready"
