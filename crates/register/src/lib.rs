@@ -6,6 +6,7 @@
 //! `haul-collect-core` among haul's crates; it knows nothing of the scheduler,
 //! the server or concrete plugins.
 
+pub mod ledger;
 pub mod model;
 pub mod store;
 

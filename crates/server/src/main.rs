@@ -5,7 +5,6 @@
 mod commands;
 mod job_loader;
 mod progress_view;
-mod store_ledger;
 mod summary;
 
 use std::process::ExitCode;

@@ -12,11 +12,11 @@ use haul_collect_core::deadletter::{DeadLetters, FileDeadLetters};
 use haul_collect_core::runtime::{RunOutcome, RunSettings, execute, progress_for};
 use haul_collect_core::{PlanContext, ShardSpec};
 use haul_common::shutdown;
+use haul_register::ledger::StoreLedger;
 use haul_register::{NewRun, RunRecord, RunState, ShardState, Store};
 
 use crate::job_loader::{self, LoadedJob};
 use crate::progress_view::{self, ProgressMode};
-use crate::store_ledger::StoreLedger;
 use crate::summary;
 
 /// How long a local shard lease lives without renewal: a killed run's shards

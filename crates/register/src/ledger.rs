@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::{Lease, ShardRecord, ShardState, Store};
 use anyhow::Context;
 use async_trait::async_trait;
 use haul_collect_core::ShardSpec;
 use haul_collect_core::progress::ShardCounters;
 use haul_collect_core::runtime::{Ledger, ResumePoint, ShardOutcome};
-use haul_register::{Lease, ShardState, Store};
 
 /// How often a shard held by someone else is tried again.
 const LEASE_POLL: Duration = Duration::from_millis(500);
@@ -40,7 +40,7 @@ impl StoreLedger {
         held.get(&shard.id).map(|h| h.lease.clone()).with_context(|| format!("shard {} is not leased here", shard.id))
     }
 
-    async fn record(&self, shard: &ShardSpec) -> anyhow::Result<haul_register::ShardRecord> {
+    async fn record(&self, shard: &ShardSpec) -> anyhow::Result<ShardRecord> {
         let records = self.store.shards(&self.run_id).await?;
         records
             .into_iter()
@@ -58,7 +58,7 @@ impl StoreLedger {
                 ticks.tick().await;
                 if let Err(error) = store.renew_lease(&lease, ttl).await {
                     tracing::warn!(shard = %lease.shard_id, error = %error, "lease renewal failed");
-                    if matches!(error, haul_register::Error::LeaseLost { .. }) {
+                    if matches!(error, crate::Error::LeaseLost { .. }) {
                         return;
                     }
                 }
@@ -71,6 +71,15 @@ impl StoreLedger {
             && let Some(held) = held.remove(&shard.id)
         {
             held.heartbeat.abort();
+        }
+    }
+}
+
+impl Drop for StoreLedger {
+    /// A dropped ledger stops renewing: its leases expire as a dead process's would.
+    fn drop(&mut self) {
+        if let Ok(held) = self.held.lock() {
+            held.values().for_each(|h| h.heartbeat.abort());
         }
     }
 }
@@ -117,5 +126,58 @@ impl Ledger for StoreLedger {
             ShardOutcome::Released => self.store.release_shard(&lease).await?,
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use haul_collect_core::job::Mode;
+    use haul_collect_core::{Checkpoint, Plan};
+
+    use crate::{NewRun, SqliteStore};
+
+    async fn store_with_run(dir: &std::path::Path) -> (Arc<dyn Store>, String, ShardSpec) {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("state.db")).await.unwrap());
+        let shard = ShardSpec { id: "s0".into(), descriptor: serde_json::json!({}) };
+        let plan = Plan { shards: vec![shard.clone()], next_state: None };
+        let run =
+            store.create_run(NewRun { job: "j".into(), spec_hash: "h".into(), mode: Mode::Full, plan }).await.unwrap();
+        (store, run.id, shard)
+    }
+
+    #[tokio::test]
+    async fn a_dead_owner_is_taken_over_from_its_last_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, run_id, shard) = store_with_run(dir.path()).await;
+        let ttl = Duration::from_millis(300);
+
+        let first = StoreLedger::new(store.clone(), &run_id, "first", ttl);
+        assert_eq!(first.acquire(&shard).await.unwrap(), Some(ResumePoint::default()));
+        let saved = ResumePoint {
+            sequence: 1,
+            checkpoint: Some(Checkpoint(serde_json::json!({"after": 42}))),
+            counters: ShardCounters { records_read: 42, records_written: 42, ..Default::default() },
+        };
+        first.checkpoint(&shard, &saved).await.unwrap();
+
+        // The heartbeat keeps the lease alive well past its ttl.
+        tokio::time::sleep(ttl * 2).await;
+        let second = StoreLedger::new(store.clone(), &run_id, "second", ttl);
+        let contender = tokio::time::timeout(ttl, second.acquire(&shard)).await;
+        assert!(contender.is_err(), "a live lease was taken over");
+
+        // The first owner dies: its lease runs out and the second resumes where it stopped.
+        let first_lease = first.lease(&shard).unwrap();
+        drop(first);
+        let resumed = tokio::time::timeout(ttl * 4, second.acquire(&shard)).await.unwrap().unwrap();
+        assert_eq!(resumed, Some(saved.clone()));
+
+        // A write by the dead owner's epoch is fenced off.
+        let fenced = store.save_checkpoint(&first_lease, 2, saved.checkpoint.as_ref().unwrap(), &saved.counters).await;
+        assert!(matches!(fenced, Err(crate::Error::LeaseLost { .. })), "{fenced:?}");
+
+        second.finish(&shard, &ShardOutcome::Succeeded, &saved.counters).await.unwrap();
+        assert_eq!(second.acquire(&shard).await.unwrap(), None, "a finished shard is not run again");
     }
 }
