@@ -1,0 +1,138 @@
+//! Conversions of haul [`Value`]s that the SQL plugins need beside decoding:
+//! back from the JSON kept in shard descriptors, checkpoints and job state
+//! (typed by the column they belong to), and into PostgreSQL's text input
+//! form, used both for bound parameters and for `COPY`.
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use haul_collect_core::{DataType, Value};
+
+/// Reads a value saved as JSON (by [`Value::to_json`]) back as `data_type`.
+pub fn value_from_json(json: &serde_json::Value, data_type: DataType) -> anyhow::Result<Value> {
+    use serde_json::Value as J;
+    if json.is_null() {
+        return Ok(Value::Null);
+    }
+    let text = || match json {
+        J::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    let value = match data_type {
+        DataType::Int => match json.as_i64() {
+            Some(int) => Value::Int(int),
+            None => Value::Int(text().parse().with_context(|| format!("`{json}` is not an integer"))?),
+        },
+        DataType::Float => match json.as_f64() {
+            Some(float) => Value::Float(float),
+            None => Value::Float(text().parse().with_context(|| format!("`{json}` is not a number"))?),
+        },
+        DataType::Bool => match json {
+            J::Bool(b) => Value::Bool(*b),
+            _ => bail!("`{json}` is not a boolean"),
+        },
+        DataType::Decimal => Value::Decimal(text()),
+        DataType::String => Value::String(text()),
+        DataType::Bytes => Value::Bytes(parse_hex(&text()).with_context(|| format!("`{json}` is not hex bytes"))?),
+        DataType::Date => Value::Date(text().parse::<NaiveDate>().with_context(|| format!("`{json}` is not a date"))?),
+        DataType::Timestamp => Value::Timestamp(parse_timestamp(&text())?),
+        DataType::TimestampTz => Value::TimestampTz(parse_timestamp_tz(&text())?),
+        DataType::Json => Value::Json(json.clone()),
+    };
+    Ok(value)
+}
+
+/// A wall-clock time written as `2024-01-02T03:04:05.123` or `2024-01-02 03:04:05`.
+pub fn parse_timestamp(text: &str) -> anyhow::Result<NaiveDateTime> {
+    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+        .iter()
+        .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
+        .or_else(|| text.parse::<NaiveDate>().ok().and_then(|date| date.and_hms_opt(0, 0, 0)))
+        .with_context(|| format!("`{text}` is not a timestamp"))
+}
+
+/// An instant written in RFC 3339 or as `2024-01-02 03:04:05.1+00:00`; a time
+/// without offset is taken as UTC.
+pub fn parse_timestamp_tz(text: &str) -> anyhow::Result<DateTime<Utc>> {
+    if let Ok(instant) = DateTime::parse_from_rfc3339(text) {
+        return Ok(instant.with_timezone(&Utc));
+    }
+    ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%:z"]
+        .iter()
+        .find_map(|format| DateTime::parse_from_str(text, format).ok())
+        .map(|instant| instant.with_timezone(&Utc))
+        .map_or_else(|| parse_timestamp(text).map(|naive| naive.and_utc()), Ok)
+        .with_context(|| format!("`{text}` is not a timestamp with time zone"))
+}
+
+fn parse_hex(text: &str) -> anyhow::Result<Vec<u8>> {
+    let digits = text.strip_prefix("\\x").unwrap_or(text);
+    anyhow::ensure!(digits.len() % 2 == 0 && digits.is_ascii(), "odd or non-ascii hex");
+    (0..digits.len()).step_by(2).map(|i| Ok(u8::from_str_radix(&digits[i..i + 2], 16)?)).collect()
+}
+
+/// The value in PostgreSQL's text input syntax; `None` for NULL.
+pub fn postgres_text(value: &Value) -> Option<String> {
+    Some(match value {
+        Value::Null => return None,
+        Value::Bool(b) => if *b { "t" } else { "f" }.to_string(),
+        Value::Int(int) => int.to_string(),
+        Value::Float(float) if float.is_nan() => "NaN".to_string(),
+        Value::Float(float) if float.is_infinite() => if *float > 0.0 { "Infinity" } else { "-Infinity" }.to_string(),
+        Value::Float(float) => float.to_string(),
+        Value::Decimal(text) | Value::String(text) => text.clone(),
+        Value::Bytes(bytes) => {
+            let mut text = String::with_capacity(2 + bytes.len() * 2);
+            text.push_str("\\x");
+            for byte in bytes {
+                text.push_str(&format!("{byte:02x}"));
+            }
+            text
+        }
+        Value::Date(date) => date.format("%Y-%m-%d").to_string(),
+        Value::Timestamp(time) => time.format("%Y-%m-%d %H:%M:%S%.f").to_string(),
+        Value::TimestampTz(time) => time.format("%Y-%m-%d %H:%M:%S%.f+00").to_string(),
+        Value::Json(json) => json.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn json_round_trips_per_type() {
+        let time = parse_timestamp("2024-01-02 03:04:05.25").unwrap();
+        let values = [
+            (Value::Int(-3), DataType::Int),
+            (Value::Float(1.5), DataType::Float),
+            (Value::Decimal("12.50".into()), DataType::Decimal),
+            (Value::String("a b".into()), DataType::String),
+            (Value::Bytes(vec![0, 255, 16]), DataType::Bytes),
+            (Value::Bool(true), DataType::Bool),
+            (Value::Date(time.date()), DataType::Date),
+            (Value::Timestamp(time), DataType::Timestamp),
+            (Value::TimestampTz(time.and_utc()), DataType::TimestampTz),
+            (Value::Json(json!({"a": [1]})), DataType::Json),
+        ];
+        for (value, data_type) in values {
+            assert_eq!(value_from_json(&value.to_json(), data_type).unwrap(), value, "{data_type:?}");
+        }
+        assert!(value_from_json(&json!("x"), DataType::Int).is_err());
+    }
+
+    #[test]
+    fn timestamps_with_offsets_normalise_to_utc() {
+        let expected = parse_timestamp("2024-01-02 01:04:05").unwrap().and_utc();
+        assert_eq!(parse_timestamp_tz("2024-01-02T03:04:05+02:00").unwrap(), expected);
+        assert_eq!(parse_timestamp_tz("2024-01-02 03:04:05+02:00").unwrap(), expected);
+        assert_eq!(parse_timestamp_tz("2024-01-02 01:04:05").unwrap(), expected);
+    }
+
+    #[test]
+    fn postgres_text_forms() {
+        assert_eq!(postgres_text(&Value::Bytes(vec![1, 171])).unwrap(), "\\x01ab");
+        assert_eq!(postgres_text(&Value::Float(f64::NEG_INFINITY)).unwrap(), "-Infinity");
+        assert_eq!(postgres_text(&Value::Null), None);
+    }
+}

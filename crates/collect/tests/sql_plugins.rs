@@ -1,0 +1,424 @@
+//! The `sql` source and sink against real servers on 127.0.0.1: PostgreSQL
+//! (`postgres://postgres@127.0.0.1:5432/test`), MariaDB
+//! (`mysql://root@127.0.0.1:3306/test`) and SQLite files in temporary
+//! directories. Every test works on its own uniquely named tables and drops them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use haul_collect::sql::{SqlSinkPlugin, SqlSourcePlugin};
+use haul_collect_core::job::{IncrementalSpec, Mode, RangeBounds};
+use haul_collect_core::registry::{Plugin, PluginRegistry};
+use haul_collect_core::testsuite::{
+    assert_resume_yields_rest, assert_sink_commits, full_context, numbered_batch, read_all,
+};
+use haul_collect_core::{Batch, PlanContext, Sink, Source};
+use serde_json::{Value as Json, json};
+use sqlx::AssertSqlSafe;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Backend {
+    Postgres,
+    MariaDb,
+    Sqlite,
+}
+
+/// A database for one test: its URL and a pool to prepare data with.
+struct TestDb {
+    backend: Backend,
+    url: String,
+    tables: Vec<String>,
+    pool: Pool,
+    _dir: Option<tempfile::TempDir>,
+}
+
+enum Pool {
+    Postgres(sqlx::PgPool),
+    MySql(sqlx::MySqlPool),
+    Sqlite(sqlx::SqlitePool),
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl TestDb {
+    async fn new(backend: Backend) -> TestDb {
+        let (url, dir) = match backend {
+            Backend::Postgres => ("postgres://postgres@127.0.0.1:5432/test".to_string(), None),
+            Backend::MariaDb => ("mysql://root@127.0.0.1:3306/test".to_string(), None),
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                (format!("sqlite://{}/test.db?mode=rwc", dir.path().display()), Some(dir))
+            }
+        };
+        let pool = match backend {
+            Backend::Postgres => Pool::Postgres(sqlx::PgPool::connect(&url).await.unwrap()),
+            Backend::MariaDb => Pool::MySql(sqlx::MySqlPool::connect(&url).await.unwrap()),
+            Backend::Sqlite => Pool::Sqlite(sqlx::SqlitePool::connect(&url).await.unwrap()),
+        };
+        TestDb { backend, url, tables: Vec::new(), pool, _dir: dir }
+    }
+
+    /// A table name unique to this test process and call.
+    fn table(&mut self, name: &str) -> String {
+        let unique = format!("haul_{name}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        self.tables.push(unique.clone());
+        unique
+    }
+
+    async fn exec(&self, sql: &str) {
+        let text = AssertSqlSafe(sql.to_string());
+        match &self.pool {
+            Pool::Postgres(pool) => sqlx::raw_sql(text).execute(pool).await.map(drop),
+            Pool::MySql(pool) => sqlx::raw_sql(text).execute(pool).await.map(drop),
+            Pool::Sqlite(pool) => sqlx::raw_sql(text).execute(pool).await.map(drop),
+        }
+        .unwrap_or_else(|error| panic!("{sql}: {error}"));
+    }
+
+    /// Creates `table (id BIGINT PRIMARY KEY, name VARCHAR(64), extra)` and inserts `ids`.
+    async fn numbered(&mut self, name: &str, ids: impl IntoIterator<Item = i64>) -> String {
+        let table = self.table(name);
+        self.exec(&format!("CREATE TABLE {table} (id BIGINT PRIMARY KEY, name VARCHAR(64))")).await;
+        self.insert_numbered(&table, ids).await;
+        table
+    }
+
+    async fn insert_numbered(&self, table: &str, ids: impl IntoIterator<Item = i64>) {
+        let ids: Vec<i64> = ids.into_iter().collect();
+        for chunk in ids.chunks(500) {
+            let values: Vec<String> = chunk.iter().map(|id| format!("({id}, 'name-{id}')")).collect();
+            self.exec(&format!("INSERT INTO {table} (id, name) VALUES {}", values.join(", "))).await;
+        }
+    }
+
+    fn source(&self, options: Json) -> Arc<dyn Source> {
+        let mut config = json!({ "url": self.url });
+        config.as_object_mut().unwrap().extend(options.as_object().unwrap().clone());
+        SqlSourcePlugin.build(serde_json::from_value(config).unwrap()).unwrap()
+    }
+
+    fn sink(&self, options: Json) -> Arc<dyn Sink> {
+        let mut config = json!({ "url": self.url });
+        config.as_object_mut().unwrap().extend(options.as_object().unwrap().clone());
+        SqlSinkPlugin.build(serde_json::from_value(config).unwrap()).unwrap()
+    }
+
+    async fn drop_tables(&self) {
+        for table in &self.tables {
+            self.exec(&format!("DROP TABLE IF EXISTS {table}")).await;
+        }
+    }
+}
+
+fn ids_of(records: &[Json]) -> Vec<i64> {
+    let mut ids: Vec<i64> = records.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    ids.sort();
+    ids
+}
+
+fn context(mode: Mode, parallelism: usize) -> PlanContext {
+    PlanContext { mode, ..full_context(parallelism) }
+}
+
+/// Generates one test per backend from an async function taking a [`Backend`].
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod per_backend {
+            $(
+                mod $name {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn postgres() {
+                        super::super::$name(super::super::Backend::Postgres).await;
+                    }
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn mariadb() {
+                        super::super::$name(super::super::Backend::MariaDb).await;
+                    }
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn sqlite() {
+                        super::super::$name(super::super::Backend::Sqlite).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_every_backend!(
+    even_split_resumes,
+    quantile_split_of_skewed_keys,
+    string_keys_split_by_quantiles,
+    where_filter_and_columns,
+    edge_sizes,
+    incremental_reads_only_new_rows,
+    range_mode_bounds,
+    nullable_split_key_gets_a_null_shard,
+    query_sources,
+    malformed_setups_fail_clearly,
+    sink_insert_commits,
+    sink_upsert_commits,
+);
+
+async fn even_split_resumes(backend: Backend) {
+    let mut db = TestDb::new(backend).await;
+    let table = db.numbered("even", 1..=1000).await;
+    let source = db.source(json!({ "table": table }));
+    let plan = source.plan(&full_context(2)).await.unwrap();
+    assert_eq!(plan.shards.len(), 8, "{:?}", plan.shards);
+    assert_eq!(plan.shards[3].id, "k0003");
+    assert_eq!(source.estimate(&plan.shards[0]).await, Some(125));
+    let records = assert_resume_yields_rest(source.as_ref(), &full_context(2), 37).await.unwrap();
+    assert_eq!(ids_of(&records), (1..=1000).collect::<Vec<_>>());
+    assert_eq!(records[0], json!({"id": 1, "name": "name-1"}));
+    db.drop_tables().await;
+}
+
+async fn quantile_split_of_skewed_keys(backend: Backend) {
+    let mut db = TestDb::new(backend).await;
+    let skewed: Vec<i64> = (1..=300).chain([1_000_000, 2_000_000_000_000]).collect();
+    let table = db.numbered("skew", skewed.clone()).await;
+    let source = db.source(json!({ "table": table, "split": "quantile", "shards": 4 }));
+    let plan = source.plan(&full_context(1)).await.unwrap();
+    assert_eq!(plan.shards.len(), 4);
+    let mut sizes = Vec::new();
+    for shard in &plan.shards {
+        sizes.push(
+            haul_collect_core::testsuite::read_shard(source.as_ref(), shard, None, 1000).await.unwrap().records.len(),
+        );
+    }
+    assert!(sizes.iter().all(|size| (74..=77).contains(size)), "{sizes:?}");
+    let records = assert_resume_yields_rest(source.as_ref(), &full_context(1), 50).await.unwrap();
+    assert_eq!(ids_of(&records), skewed);
+    // An even split of the same keys puts nearly everything in the first shard.
+    let even = db.source(json!({ "table": table, "split": "even", "shards": 4 }));
+    let first = &even.plan(&full_context(1)).await.unwrap().shards[0];
+    assert_eq!(even.estimate(first).await, Some(301));
+    db.drop_tables().await;
+}
+
+async fn string_keys_split_by_quantiles(backend: Backend) {
+    let mut db = TestDb::new(backend).await;
+    let table = db.table("strkey");
+    db.exec(&format!("CREATE TABLE {table} (code VARCHAR(40) PRIMARY KEY, n INT)")).await;
+    let values: Vec<String> =
+        (0..200).map(|i| format!("('{:08x}-{i}', {i})", (i as u32).wrapping_mul(2654435761))).collect();
+    db.exec(&format!("INSERT INTO {table} (code, n) VALUES {}", values.join(", "))).await;
+    let source = db.source(json!({ "table": table, "shards": 5 }));
+    let plan = source.plan(&full_context(1)).await.unwrap();
+    assert_eq!(plan.shards.len(), 5);
+    let records = assert_resume_yields_rest(source.as_ref(), &full_context(1), 13).await.unwrap();
+    let mut ns: Vec<i64> = records.iter().map(|r| r["n"].as_i64().unwrap()).collect();
+    ns.sort();
+    assert_eq!(ns, (0..200).collect::<Vec<_>>());
+    db.drop_tables().await;
+}
+
+async fn where_filter_and_columns(backend: Backend) {
+    let mut db = TestDb::new(backend).await;
+    let table = db.numbered("filter", 1..=100).await;
+    let source = db.source(json!({ "table": table, "where": "id % 3 = 0 AND name IS NOT NULL", "columns": ["name"] }));
+    let records = assert_resume_yields_rest(source.as_ref(), &full_context(1), 4).await.unwrap();
+    assert_eq!(records.len(), 33);
+    assert_eq!(records[0], json!({"name": "name-3"}));
+    db.drop_tables().await;
+}
+
+async fn edge_sizes(backend: Backend) {
+    let mut db = TestDb::new(backend).await;
+    let batch_size = 10;
+    for (count, name) in [(0, "empty"), (1, "one"), (batch_size, "full"), (batch_size + 1, "over")] {
+        let table = db.numbered(name, 1..=count as i64).await;
+        let source = db.source(json!({ "table": table }));
+        let plan = source.plan(&full_context(4)).await.unwrap();
+        assert!(!plan.shards.is_empty());
+        if count == 0 {
+            assert_eq!(plan.shards.len(), 1);
+        }
+        let records = assert_resume_yields_rest(source.as_ref(), &full_context(4), batch_size).await.unwrap();
+        assert_eq!(ids_of(&records), (1..=count as i64).collect::<Vec<_>>(), "{name}");
+        let single = db.source(json!({ "table": table, "shards": 1 }));
+        let plan = single.plan(&full_context(1)).await.unwrap();
+        let read =
+            haul_collect_core::testsuite::read_shard(single.as_ref(), &plan.shards[0], None, batch_size).await.unwrap();
+        assert_eq!(read.checkpoints.len(), count.div_ceil(batch_size), "{name}");
+    }
+    db.drop_tables().await;
+}
+
+async fn incremental_reads_only_new_rows(backend: Backend) {
+    let mut db = TestDb::new(backend).await;
+    let table = db.table("incr");
+    db.exec(&format!("CREATE TABLE {table} (id BIGINT PRIMARY KEY, version BIGINT)")).await;
+    db.exec(&format!("INSERT INTO {table} VALUES (1, 10), (2, 20), (3, 30)")).await;
+    let source = db.source(json!({ "table": table }));
+    let incremental = |previous_state: Option<Json>, lookback: Option<Json>| PlanContext {
+        mode: Mode::Incremental,
+        incremental: IncrementalSpec { cursor: Some("version".into()), lookback },
+        previous_state,
+        ..full_context(2)
+    };
+    let first = source.plan(&incremental(None, None)).await.unwrap();
+    assert_eq!(first.next_state, Some(json!({"cursor": 30})));
+    let read = read_all(source.as_ref(), &incremental(None, None), 2).await.unwrap();
+    assert_eq!(ids_of(&read.records), vec![1, 2, 3]);
+
+    // Rows arriving after planning are left to the next run.
+    db.exec(&format!("INSERT INTO {table} VALUES (4, 40)")).await;
+    let mut late = Vec::new();
+    for shard in &first.shards {
+        late.extend(haul_collect_core::testsuite::read_shard(source.as_ref(), shard, None, 2).await.unwrap().records);
+    }
+    assert_eq!(ids_of(&late), vec![1, 2, 3]);
+    // A late row below the high-water mark is only found again by a lookback.
+    db.exec(&format!("INSERT INTO {table} VALUES (5, 25)")).await;
+
+    let second = incremental(first.next_state.clone(), None);
+    assert_eq!(source.plan(&second).await.unwrap().next_state, Some(json!({"cursor": 40})));
+    let records = assert_resume_yields_rest(source.as_ref(), &second, 1).await.unwrap();
+    assert_eq!(ids_of(&records), vec![4]);
+
+    let with_lookback = incremental(first.next_state.clone(), Some(json!(10)));
+    let records = assert_resume_yields_rest(source.as_ref(), &with_lookback, 1).await.unwrap();
+    assert_eq!(ids_of(&records), vec![3, 4, 5]);
+
+    // Nothing new: the state is kept and nothing is read.
+    let idle = incremental(Some(json!({"cursor": 40})), None);
+    let plan = source.plan(&idle).await.unwrap();
+    assert_eq!(plan.next_state, Some(json!({"cursor": 40})));
+    assert!(read_all(source.as_ref(), &idle, 5).await.unwrap().records.is_empty());
+    db.drop_tables().await;
+}
+
+async fn range_mode_bounds(backend: Backend) {
+    let mut db = TestDb::new(backend).await;
+    let table = db.numbered("range", 1..=50).await;
+    let source = db.source(json!({ "table": table }));
+    let range = |field: Option<&str>| PlanContext {
+        range: Some(RangeBounds { field: field.map(Into::into), from: json!(10), to: json!(20) }),
+        ..context(Mode::Range, 2)
+    };
+    let records = assert_resume_yields_rest(source.as_ref(), &range(None), 3).await.unwrap();
+    assert_eq!(ids_of(&records), (10..20).collect::<Vec<_>>());
+    let records = assert_resume_yields_rest(source.as_ref(), &range(Some("id")), 3).await.unwrap();
+    assert_eq!(records.len(), 10);
+    db.drop_tables().await;
+}
+
+async fn nullable_split_key_gets_a_null_shard(backend: Backend) {
+    let mut db = TestDb::new(backend).await;
+    let table = db.table("nullkey");
+    db.exec(&format!("CREATE TABLE {table} (seq INT, label VARCHAR(10))")).await;
+    db.exec(&format!("INSERT INTO {table} VALUES (1, 'a'), (2, 'b'), (NULL, 'c'), (3, 'd'), (NULL, 'e')")).await;
+    let without_key = db.source(json!({ "table": table }));
+    let error = format!("{:#}", without_key.plan(&full_context(1)).await.unwrap_err());
+    assert!(error.contains("no primary key") && error.contains("split_key"), "{error}");
+    let source = db.source(json!({ "table": table, "split_key": "seq" }));
+    let plan = source.plan(&full_context(1)).await.unwrap();
+    assert_eq!(plan.shards.last().unwrap().id, "knull");
+    let records = assert_resume_yields_rest(source.as_ref(), &full_context(1), 1).await.unwrap();
+    let mut labels: Vec<&str> = records.iter().map(|r| r["label"].as_str().unwrap()).collect();
+    labels.sort();
+    assert_eq!(labels, vec!["a", "b", "c", "d", "e"]);
+    db.drop_tables().await;
+}
+
+async fn query_sources(backend: Backend) {
+    let mut db = TestDb::new(backend).await;
+    let table = db.numbered("query", 1..=30).await;
+    let query = format!("SELECT id, name FROM {table} WHERE id <= 20 ORDER BY id");
+    let whole = db.source(json!({ "query": query }));
+    let plan = whole.plan(&full_context(4)).await.unwrap();
+    assert_eq!(plan.shards.len(), 1);
+    let records = assert_resume_yields_rest(whole.as_ref(), &full_context(4), 3).await.unwrap();
+    assert_eq!(ids_of(&records), (1..=20).collect::<Vec<_>>());
+    let split = db.source(
+        json!({ "query": format!("SELECT id, name FROM {table} WHERE id <= 20"), "split_key": "id", "shards": 3 }),
+    );
+    assert_eq!(split.plan(&full_context(1)).await.unwrap().shards.len(), 3);
+    let records = assert_resume_yields_rest(split.as_ref(), &full_context(1), 4).await.unwrap();
+    assert_eq!(ids_of(&records), (1..=20).collect::<Vec<_>>());
+    db.drop_tables().await;
+}
+
+async fn malformed_setups_fail_clearly(backend: Backend) {
+    let mut db = TestDb::new(backend).await;
+    let table = db.numbered("bad", 1..=3).await;
+    let missing = db.source(json!({ "table": format!("{table}_missing") }));
+    let error = format!("{:#}", missing.check().await.unwrap_err());
+    assert!(error.contains("does not exist or cannot be read"), "{error}");
+    let unknown_column = db.source(json!({ "table": table, "columns": ["nope"] }));
+    let error = format!("{:#}", unknown_column.plan(&full_context(1)).await.unwrap_err());
+    assert!(error.contains("column `nope` not found"), "{error}");
+    let build = |options: Json| {
+        let mut config = json!({ "url": db.url });
+        config.as_object_mut().unwrap().extend(options.as_object().unwrap().clone());
+        SqlSourcePlugin.build(serde_json::from_value(config).unwrap()).err().map(|e| format!("{e:#}"))
+    };
+    let error = build(json!({ "table": "users; drop table x" })).unwrap();
+    assert!(error.contains("invalid table name") && error.contains("`;`"), "{error}");
+    let error = build(json!({ "table": table, "query": "SELECT 1" })).unwrap();
+    assert!(error.contains("either `table` or `query`"), "{error}");
+    let error = build(json!({ "table": table, "split_key": "id)--" })).unwrap();
+    assert!(error.contains("invalid column name"), "{error}");
+    let bad_query = db.source(json!({ "query": "SELEC nonsense" }));
+    assert!(bad_query.check().await.is_err());
+    let bad_split = db.source(json!({ "table": table, "split": "even", "split_key": "name" }));
+    let error = format!("{:#}", bad_split.plan(&full_context(1)).await.unwrap_err());
+    assert!(error.contains("needs an integer split key"), "{error}");
+    db.drop_tables().await;
+}
+
+/// Reads a sink's table back through the source, as JSON objects.
+async fn read_back(db: &TestDb, table: &str) -> anyhow::Result<Vec<Json>> {
+    let source = db.source(json!({ "table": table, "split_key": "id" }));
+    Ok(read_all(source.as_ref(), &full_context(1), 1000).await?.records)
+}
+
+async fn sink_insert_commits(backend: Backend) {
+    let mut db = TestDb::new(backend).await;
+    let table = db.table("sink_insert");
+    let sink = db.sink(json!({ "table": table }));
+    assert_eq!(sink.delivery(), haul_collect_core::Delivery::AppendOnly);
+    assert!(!sink.describe_output().contains('@'));
+    sink.check().await.unwrap();
+    let batches = [numbered_batch(1, 3), numbered_batch(4, 1), numbered_batch(5, 2000)];
+    assert_sink_commits(sink.as_ref(), &batches, || read_back(&db, &table)).await.unwrap();
+    db.drop_tables().await;
+}
+
+async fn sink_upsert_commits(backend: Backend) {
+    let mut db = TestDb::new(backend).await;
+    let table = db.table("sink_upsert");
+    let sink = db.sink(json!({ "table": table, "mode": "upsert", "key": ["id"] }));
+    assert_eq!(sink.delivery(), haul_collect_core::Delivery::Idempotent);
+    let batches = [numbered_batch(1, 5), numbered_batch(6, 3)];
+    assert_sink_commits(sink.as_ref(), &batches, || read_back(&db, &table)).await.unwrap();
+    // Rows with existing keys are replaced; the key comes from the table now.
+    let by_primary_key = db.sink(json!({ "table": table, "mode": "upsert" }));
+    let mut writer = by_primary_key
+        .open(&haul_collect_core::plugin::WriterContext { job: "j".into(), run_id: "r".into(), shard_id: "s".into() })
+        .await
+        .unwrap();
+    let mut changed = numbered_batch(2, 2);
+    for row in &mut changed.rows {
+        row[1] = haul_collect_core::Value::String("changed".into());
+    }
+    let duplicated = Batch::new(changed.schema.clone(), [changed.rows.clone(), changed.rows.clone()].concat());
+    writer.write(&duplicated).await.unwrap();
+    writer.commit(1).await.unwrap();
+    let records = read_back(&db, &table).await.unwrap();
+    assert_eq!(records.len(), 8);
+    assert_eq!(records[1], json!({"id": 2, "name": "changed"}));
+    assert_eq!(records[3], json!({"id": 4, "name": "name-4"}));
+    db.drop_tables().await;
+}
+
+#[tokio::test]
+async fn plugins_are_registered() {
+    let mut registry = PluginRegistry::default();
+    haul_collect::register_builtin(&mut registry);
+    let infos = registry.infos();
+    let sql: Vec<_> = infos.iter().filter(|info| info.kind == "sql").collect();
+    assert_eq!(sql.len(), 2);
+    assert!(sql.iter().all(|info| info.options.iter().any(|option| option.name == "url")));
+}
