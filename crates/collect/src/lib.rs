@@ -1,12 +1,17 @@
 //! haul's built-in plugins, one folder each. [`register_builtin`] lists them
 //! explicitly; adding a plugin touches its folder and that function only.
 
+pub mod file;
 pub mod sql;
+pub mod stdout;
 
 use haul_collect_core::registry::PluginRegistry;
 
 /// Registers every built-in plugin.
 pub fn register_builtin(registry: &mut PluginRegistry) {
+    registry.add(file::FileSourcePlugin);
+    registry.add(file::FileSinkPlugin);
+    registry.add(stdout::StdoutSinkPlugin);
     registry.add(sql::SqlSourcePlugin);
     registry.add(sql::SqlSinkPlugin);
 }

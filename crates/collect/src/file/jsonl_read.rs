@@ -1,0 +1,158 @@
+//! JSON Lines records for the `file` source: one object per line, keys kept
+//! in their order. A batch's schema is the union of its records' keys in
+//! first-seen order; a key a record lacks is null, and a field whose values
+//! mix types within the batch is typed `json`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, BufRead, Read};
+use std::sync::Arc;
+
+use haul_collect_core::{Batch, DataType, Field, Schema, Value};
+use serde::Deserialize;
+use serde::de::{Deserializer, MapAccess, Visitor};
+
+use super::read::{MAX_RECORD_BYTES, RecordFormat};
+
+/// Whether `byte` ends a JSON Lines line.
+pub(crate) fn is_line_end(byte: u8) -> bool {
+    byte == b'\n'
+}
+
+/// The rows of one batch under way, with the fields seen so far.
+#[derive(Default)]
+pub(crate) struct JsonlFormat {
+    names: Vec<String>,
+    positions: HashMap<String, usize>,
+    /// Per field: the type of its non-null values, `Json` once they differ,
+    /// `None` while all are null.
+    types: Vec<Option<DataType>>,
+    rows: Vec<Vec<Value>>,
+}
+
+impl JsonlFormat {
+    /// The position of field `key`, added when first seen.
+    fn position_of(&mut self, key: String) -> usize {
+        if let Some(&position) = self.positions.get(&key) {
+            return position;
+        }
+        let position = self.names.len();
+        self.positions.insert(key.clone(), position);
+        self.names.push(key);
+        self.types.push(None);
+        position
+    }
+}
+
+impl RecordFormat for JsonlFormat {
+    fn read_record(&mut self, reader: &mut dyn BufRead, raw: &mut Vec<u8>) -> io::Result<bool> {
+        let read = reader.take(MAX_RECORD_BYTES as u64 + 1).read_until(b'\n', raw)?;
+        if read > MAX_RECORD_BYTES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a line is longer than {MAX_RECORD_BYTES} bytes"),
+            ));
+        }
+        Ok(read > 0)
+    }
+
+    fn push_row(&mut self, raw: &[u8]) -> Result<(), String> {
+        let text = std::str::from_utf8(raw).map_err(|error| format!("invalid utf-8: {error}"))?;
+        if text.trim().is_empty() {
+            return Ok(());
+        }
+        let object = serde_json::from_str::<OrderedObject>(text).map_err(|error| match error.classify() {
+            serde_json::error::Category::Data => "not a json object".to_string(),
+            _ => format!("invalid json: {error}"),
+        })?;
+        let mut row = vec![Value::Null; self.names.len()];
+        for (key, json) in object.0 {
+            let value = Value::from_json(json);
+            let position = self.position_of(key);
+            if row.len() <= position {
+                row.resize(position + 1, Value::Null);
+            }
+            if let (Some(slot), Some(known)) = (row.get_mut(position), self.types.get_mut(position)) {
+                *known = merged_type(*known, &value);
+                *slot = value;
+            }
+        }
+        self.rows.push(row);
+        Ok(())
+    }
+
+    fn take_batch(&mut self) -> Batch {
+        let types: Vec<DataType> =
+            std::mem::take(&mut self.types).into_iter().map(|known| known.unwrap_or(DataType::String)).collect();
+        let fields = std::mem::take(&mut self.names)
+            .into_iter()
+            .zip(&types)
+            .map(|(name, &data_type)| Field::new(name, data_type));
+        let schema = Arc::new(Schema::new(fields.collect()));
+        self.positions.clear();
+        let mut rows = std::mem::take(&mut self.rows);
+        for row in &mut rows {
+            row.resize(types.len(), Value::Null);
+            for (value, &data_type) in row.iter_mut().zip(&types) {
+                if data_type == DataType::Json && !matches!(value, Value::Json(_) | Value::Null) {
+                    *value = Value::Json(value.to_json());
+                }
+            }
+        }
+        Batch::new(schema, rows)
+    }
+}
+
+/// The type of a field after it also held `value`.
+fn merged_type(known: Option<DataType>, value: &Value) -> Option<DataType> {
+    let Some(data_type) = type_of(value) else {
+        return known;
+    };
+    match known {
+        None => Some(data_type),
+        Some(known) if known == data_type => Some(known),
+        Some(_) => Some(DataType::Json),
+    }
+}
+
+/// The type of a value read from JSON; `None` for null.
+fn type_of(value: &Value) -> Option<DataType> {
+    Some(match value {
+        Value::Null => return None,
+        Value::Bool(_) => DataType::Bool,
+        Value::Int(_) => DataType::Int,
+        Value::Float(_) => DataType::Float,
+        Value::Decimal(_) => DataType::Decimal,
+        Value::String(_) => DataType::String,
+        Value::Bytes(_) => DataType::Bytes,
+        Value::Date(_) => DataType::Date,
+        Value::Timestamp(_) => DataType::Timestamp,
+        Value::TimestampTz(_) => DataType::TimestampTz,
+        Value::Json(_) => DataType::Json,
+    })
+}
+
+/// A JSON object with its keys in document order; anything else is a data error.
+struct OrderedObject(Vec<(String, serde_json::Value)>);
+
+impl<'de> Deserialize<'de> for OrderedObject {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = OrderedObject;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a json object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OrderedObject, A::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(entry) = map.next_entry::<String, serde_json::Value>()? {
+                    entries.push(entry);
+                }
+                Ok(OrderedObject(entries))
+            }
+        }
+        deserializer.deserialize_map(ObjectVisitor)
+    }
+}

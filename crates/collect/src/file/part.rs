@@ -1,0 +1,181 @@
+//! Part files of the `file` sink: their names, the temporary file a part is
+//! written to, and publishing it on commit (sync, rename over any part of
+//! the same name, sync the directory) so that a part is whole or absent.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::Context;
+use flate2::write::GzEncoder;
+use haul_collect_core::Batch;
+
+/// The write buffer of part files.
+const BUFFER_BYTES: usize = 1024 * 1024;
+
+/// Numbers the temporary files this process creates, so they never collide.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Encodes batches into one part file.
+pub(crate) trait PartEncoder: Send {
+    fn write_batch(&mut self, batch: &Batch) -> anyhow::Result<()>;
+
+    /// Writes what the format needs at the end and returns the file to sync.
+    fn finish(self: Box<Self>) -> anyhow::Result<File>;
+}
+
+/// The byte stream of a text part: buffered, optionally gzip-compressed.
+pub(crate) enum PartOutput {
+    Plain(BufWriter<File>),
+    Gzip(GzEncoder<BufWriter<File>>),
+}
+
+impl PartOutput {
+    pub fn new(file: File, gzip: bool) -> PartOutput {
+        let buffered = BufWriter::with_capacity(BUFFER_BYTES, file);
+        if gzip {
+            PartOutput::Gzip(GzEncoder::new(buffered, flate2::Compression::default()))
+        } else {
+            PartOutput::Plain(buffered)
+        }
+    }
+
+    /// Ends the compressed stream, flushes, and returns the file.
+    pub fn finish(self) -> io::Result<File> {
+        let buffered = match self {
+            PartOutput::Plain(buffered) => buffered,
+            PartOutput::Gzip(encoder) => encoder.finish()?,
+        };
+        buffered.into_inner().map_err(|error| error.into_error())
+    }
+}
+
+impl Write for PartOutput {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        match self {
+            PartOutput::Plain(buffered) => buffered.write(bytes),
+            PartOutput::Gzip(encoder) => encoder.write(bytes),
+        }
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            PartOutput::Plain(buffered) => buffered.write_all(bytes),
+            PartOutput::Gzip(encoder) => encoder.write_all(bytes),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            PartOutput::Plain(buffered) => buffered.flush(),
+            PartOutput::Gzip(encoder) => encoder.flush(),
+        }
+    }
+}
+
+/// The names of one shard's part files: `{prefix}-{run_id}-{shard_id}-{sequence:06}.{extension}`
+/// once committed, `.{prefix}-{run_id}-{shard_id}.{process}-{number}.tmp` while written.
+#[derive(Debug, Clone)]
+pub(crate) struct PartNames {
+    pub directory: PathBuf,
+    /// `{prefix}-{run_id}-{shard_id}`, made safe for file names.
+    stem: String,
+    extension: String,
+}
+
+impl PartNames {
+    pub fn new(directory: &Path, prefix: &str, run_id: &str, shard_id: &str, extension: &str) -> PartNames {
+        let stem = format!("{}-{}-{}", file_safe(prefix), file_safe(run_id), file_safe(shard_id));
+        PartNames { directory: directory.to_path_buf(), stem, extension: extension.to_string() }
+    }
+
+    pub fn final_path(&self, sequence: u64) -> PathBuf {
+        self.directory.join(format!("{}-{sequence:06}.{}", self.stem, self.extension))
+    }
+
+    pub fn new_temp_path(&self) -> PathBuf {
+        let number = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        self.directory.join(format!(".{}.{}-{number}.tmp", self.stem, std::process::id()))
+    }
+
+    /// Deletes temporary files this shard left behind in an earlier attempt.
+    pub fn remove_stale_temps(&self) -> anyhow::Result<()> {
+        let directory = &self.directory;
+        let entries = fs::read_dir(directory).with_context(|| format!("cannot list `{}`", directory.display()))?;
+        let head = format!(".{}.", self.stem);
+        for entry in entries {
+            let entry = entry.with_context(|| format!("cannot list `{}`", directory.display()))?;
+            let name = entry.file_name();
+            let Some(middle) = name.to_str().and_then(|name| name.strip_prefix(&head)?.strip_suffix(".tmp")) else {
+                continue;
+            };
+            if middle.split('-').all(|number| !number.is_empty() && number.bytes().all(|byte| byte.is_ascii_digit())) {
+                fs::remove_file(entry.path()).with_context(|| format!("cannot remove `{}`", entry.path().display()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Replaces every character that is not a letter, digit, `-`, `_` or `.` (and
+/// a leading `.`) so that a name cannot leave the directory or hide.
+fn file_safe(name: &str) -> String {
+    let safe: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
+    match safe.strip_prefix('.') {
+        Some(rest) => format!("_{rest}"),
+        None => safe,
+    }
+}
+
+/// Makes a finished temporary part durable under its final name.
+pub(crate) fn publish(file: File, temp: &Path, final_path: &Path) -> anyhow::Result<()> {
+    file.sync_all().with_context(|| format!("cannot sync `{}`", temp.display()))?;
+    drop(file);
+    fs::rename(temp, final_path)
+        .with_context(|| format!("cannot rename `{}` to `{}`", temp.display(), final_path.display()))?;
+    if let Some(directory) = final_path.parent() {
+        sync_directory(directory)?;
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn sync_directory(directory: &Path) -> anyhow::Result<()> {
+    File::open(directory)
+        .and_then(|handle| handle.sync_all())
+        .with_context(|| format!("cannot sync the directory `{}`", directory.display()))
+}
+
+#[cfg(not(unix))]
+fn sync_directory(_directory: &Path) -> anyhow::Result<()> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_safe_and_sequenced() {
+        let names = PartNames::new(Path::new("out"), "part", "run/1", "../s 1", "csv.gz");
+        assert_eq!(names.final_path(7), Path::new("out/part-run_1-_._s_1-000007.csv.gz"));
+        assert!(names.new_temp_path().file_name().unwrap().to_str().unwrap().starts_with(".part-run_1-_._s_1."));
+    }
+
+    #[test]
+    fn stale_temps_of_the_shard_only_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = PartNames::new(dir.path(), "part", "r", "s1", "jsonl");
+        let other = PartNames::new(dir.path(), "part", "r", "s1.x", "jsonl");
+        for path in [names.new_temp_path(), other.new_temp_path(), names.final_path(1)] {
+            fs::write(path, b"x").unwrap();
+        }
+        names.remove_stale_temps().unwrap();
+        let mut left: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        left.sort();
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(left.iter().any(|name| name.to_str().unwrap().starts_with(".part-r-s1.x.")));
+    }
+}

@@ -1,0 +1,98 @@
+//! The `stdout` sink: JSON Lines on standard output. Batches are held in
+//! memory and printed on commit, so an aborted write prints nothing; a
+//! repeated commit after a crash prints its records again (append-only).
+
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use haul_collect_core::plugin::WriterContext;
+use haul_collect_core::registry::{Plugin, PluginInfo, Role};
+use haul_collect_core::{Batch, Delivery, ShardWriter, Sink};
+use serde::Deserialize;
+
+use crate::file::write_json_row;
+
+/// The `stdout` sink takes no options.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdoutSinkConfig {}
+
+/// Builds `stdout` sinks.
+pub struct StdoutSinkPlugin;
+
+impl Plugin for StdoutSinkPlugin {
+    type Config = StdoutSinkConfig;
+    type Output = dyn Sink;
+
+    fn info(&self) -> PluginInfo {
+        PluginInfo {
+            kind: "stdout",
+            role: Role::Sink,
+            description: "prints records as JSON Lines on standard output when they are committed",
+            options: Vec::new(),
+        }
+    }
+
+    fn build(&self, _config: StdoutSinkConfig) -> anyhow::Result<Arc<dyn Sink>> {
+        Ok(Arc::new(StdoutSink))
+    }
+}
+
+/// Prints committed records.
+pub struct StdoutSink;
+
+#[async_trait]
+impl Sink for StdoutSink {
+    async fn check(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn delivery(&self) -> Delivery {
+        Delivery::AppendOnly
+    }
+
+    fn describe_output(&self) -> String {
+        "standard output".to_string()
+    }
+
+    async fn open(&self, _context: &WriterContext) -> anyhow::Result<Box<dyn ShardWriter>> {
+        Ok(Box::new(StdoutWriter { pending: Vec::new() }))
+    }
+}
+
+/// Holds the JSON lines written since the last commit.
+struct StdoutWriter {
+    pending: Vec<u8>,
+}
+
+#[async_trait]
+impl ShardWriter for StdoutWriter {
+    async fn write(&mut self, batch: &Batch) -> anyhow::Result<()> {
+        for row in &batch.rows {
+            write_json_row(&mut self.pending, &batch.schema, row)?;
+        }
+        Ok(())
+    }
+
+    async fn commit(&mut self, _sequence: u64) -> anyhow::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let lines = std::mem::take(&mut self.pending);
+        tokio::task::spawn_blocking(move || {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(&lines)?;
+            stdout.flush()
+        })
+        .await
+        .context("the stdout writer stopped")?
+        .context("cannot write to standard output")
+    }
+
+    async fn abort(&mut self) -> anyhow::Result<()> {
+        self.pending.clear();
+        Ok(())
+    }
+}
