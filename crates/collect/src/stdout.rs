@@ -96,3 +96,23 @@ impl ShardWriter for StdoutWriter {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use haul_collect_core::testsuite::numbered_batch;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn only_commits_print_and_abort_discards() {
+        let mut writer = StdoutWriter { pending: Vec::new() };
+        writer.write(&numbered_batch(1, 2)).await.unwrap();
+        assert_eq!(writer.pending, b"{\"id\":1,\"name\":\"name-1\"}\n{\"id\":2,\"name\":\"name-2\"}\n");
+        writer.abort().await.unwrap();
+        assert!(writer.pending.is_empty());
+        writer.write(&numbered_batch(3, 1)).await.unwrap();
+        writer.commit(1).await.unwrap();
+        assert!(writer.pending.is_empty());
+        assert_eq!(StdoutSink.delivery(), Delivery::AppendOnly);
+    }
+}

@@ -97,23 +97,18 @@ pub(crate) struct CsvFormat {
 }
 
 impl CsvFormat {
-    /// Prepares to read a file's records. With a header, `start` is positioned
-    /// at the file's start and is left after the header.
-    pub fn open(options: &CsvOptions, start: &mut Input) -> anyhow::Result<CsvFormat> {
-        let mut framer = CsvFramer::new(options);
-        let header = if options.header { read_header(&mut framer, start)? } else { None };
-        let names = match (&options.columns, header) {
-            (Some(columns), _) => columns.clone(),
-            (None, Some(header)) => header,
-            (None, None) => Vec::new(),
-        };
+    /// Reads records named by the `columns` option, else by `header`.
+    pub fn new(options: &CsvOptions, header: Option<Vec<String>>) -> CsvFormat {
+        let names = options.columns.clone().or(header).unwrap_or_default();
         let schema = Arc::new(Schema::new(names.into_iter().map(|name| Field::new(name, DataType::String)).collect()));
-        Ok(CsvFormat { framer, schema, empty_as_null: options.empty_as_null, rows: Vec::new() })
+        CsvFormat { framer: CsvFramer::new(options), schema, empty_as_null: options.empty_as_null, rows: Vec::new() }
     }
 }
 
-/// The header's names, or `None` when the file is empty.
-fn read_header(framer: &mut CsvFramer, input: &mut Input) -> anyhow::Result<Option<Vec<String>>> {
+/// Reads the header at the start of a file, leaving `input` after it; `None`
+/// when the file is empty.
+pub(crate) fn read_header(options: &CsvOptions, input: &mut Input) -> anyhow::Result<Option<Vec<String>>> {
+    let mut framer = CsvFramer::new(options);
     let mut raw = Vec::new();
     input.skip_line_ends()?;
     if !input.read_record(|reader, raw| framer.read_record(reader, raw), &mut raw)? {

@@ -13,6 +13,7 @@
 mod columns;
 mod csv_read;
 mod csv_write;
+mod estimate;
 mod input;
 mod jsonl_read;
 mod jsonl_write;

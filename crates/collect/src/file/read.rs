@@ -99,8 +99,14 @@ impl ShardInput {
         let at_file_start = checkpoint.is_none() && descriptor.start == 0;
         let format: Box<dyn RecordFormat> = match descriptor.format {
             InputFormat::Jsonl => Box::new(JsonlFormat::default()),
-            InputFormat::Csv if at_file_start => Box::new(CsvFormat::open(csv_options, &mut input)?),
-            InputFormat::Csv => Box::new(CsvFormat::open(csv_options, &mut Input::open(&file, 0, Some(0))?)?),
+            InputFormat::Csv => {
+                let header = match (csv_options.header, at_file_start) {
+                    (false, _) => None,
+                    (true, true) => csv_read::read_header(csv_options, &mut input)?,
+                    (true, false) => csv_read::read_header(csv_options, &mut Input::open(&file, 0, Some(0))?)?,
+                };
+                Box::new(CsvFormat::new(csv_options, header))
+            }
         };
         let raw = Vec::new();
         Ok(ShardInput { path: descriptor.path.clone(), input, format, end: descriptor.end, batch_size, raw })

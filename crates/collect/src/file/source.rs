@@ -11,6 +11,7 @@ use haul_collect_core::{Checkpoint, Plan, PlanContext, ShardReader, ShardSpec, S
 use serde::Deserialize;
 
 use super::csv_read::{self, CsvOptions};
+use super::estimate;
 use super::plan::{self, FileSizes, InputCompression, InputFormat, PlanOptions, ShardDescriptor};
 use super::read::{self, FilePosition};
 
@@ -188,5 +189,10 @@ impl Source for FileSource {
             .transpose()
             .with_context(|| format!("shard {} has an invalid checkpoint", shard.id))?;
         read::open_shard(descriptor, position, self.csv.clone(), batch_size.max(1)).await
+    }
+
+    async fn estimate(&self, shard: &ShardSpec) -> Option<u64> {
+        let descriptor: ShardDescriptor = serde_json::from_value(shard.descriptor.clone()).ok()?;
+        tokio::task::spawn_blocking(move || estimate::estimate_records(&descriptor)).await.ok().flatten()
     }
 }
