@@ -48,13 +48,17 @@ pub async fn relation_columns(database: &Database, relation: &Relation) -> anyho
     })?;
     let declared = match (dialect, relation) {
         (Dialect::Sqlite, Relation::Table(table)) => sqlite_declared_types(database, table).await?,
+        (Dialect::MySql, Relation::Table(table)) => mysql_declared_types(database, table).await?,
         _ => Vec::new(),
     };
     let columns = described
         .into_iter()
         .map(|(name, driver_type)| {
-            let declared_type = declared.iter().find(|(column, _)| *column == name).map(|(_, declared)| declared);
-            let column_type = dialect.column_type(declared_type.unwrap_or(&driver_type));
+            let driver = dialect.column_type(&driver_type);
+            let column_type = match declared.iter().find(|(column, _)| *column == name) {
+                Some((_, declared)) => dialect.refine_column_type(driver, declared),
+                None => driver,
+            };
             Column { name, column_type }
         })
         .collect();
@@ -65,6 +69,25 @@ pub async fn relation_columns(database: &Database, relation: &Relation) -> anyho
 async fn sqlite_declared_types(database: &Database, table: &Ident) -> anyhow::Result<Vec<(String, String)>> {
     let rows = catalog_strings(database, "SELECT name, type FROM pragma_table_info(?, ?)", table, 2).await?;
     Ok(rows.into_iter().map(|mut row| (row.remove(0), row.remove(0))).collect())
+}
+
+/// MySQL's declared column types, to tell text with a binary collation from
+/// BLOBs, and MariaDB's JSON (a LONGTEXT with a `json_valid` check) from text.
+async fn mysql_declared_types(database: &Database, table: &Ident) -> anyhow::Result<Vec<(String, String)>> {
+    let columns = "SELECT CAST(column_name AS CHAR), CAST(UPPER(data_type) AS CHAR) FROM information_schema.columns \
+                   WHERE table_name = ? AND table_schema = COALESCE(?, DATABASE())";
+    let mut declared = catalog_strings(database, columns, table, 2).await?;
+    // MySQL has no table name in CHECK_CONSTRAINTS; its JSON type is declared as such anyway.
+    let json_checks = "SELECT CAST(check_clause AS CHAR) FROM information_schema.check_constraints \
+                       WHERE table_name = ? AND constraint_schema = COALESCE(?, DATABASE())";
+    let checks = catalog_strings(database, json_checks, table, 1).await.unwrap_or_default();
+    for row in &mut declared {
+        let json_check = format!("json_valid(`{}`)", row[0]);
+        if checks.iter().flatten().any(|clause| clause.contains(&json_check)) {
+            row[1] = "JSON".to_string();
+        }
+    }
+    Ok(declared.into_iter().map(|mut row| (row.remove(0), row.remove(0))).collect())
 }
 
 /// The columns of `table`'s primary key, in key order; empty without one.

@@ -102,6 +102,9 @@ impl ColumnType {
     }
 }
 
+/// MySQL's character types, as `information_schema.columns.data_type` names them.
+const MYSQL_TEXT_TYPES: [&str; 8] = ["CHAR", "VARCHAR", "TINYTEXT", "TEXT", "MEDIUMTEXT", "LONGTEXT", "ENUM", "SET"];
+
 /// Bound-parameter limits per statement.
 const POSTGRES_MAX_PARAMS: usize = 65_535;
 const MYSQL_MAX_PARAMS: usize = 65_535;
@@ -178,6 +181,21 @@ impl Dialect {
             Dialect::Postgres => postgres_column_type(&upper),
             Dialect::MySql => mysql_column_type(&upper),
             Dialect::Sqlite => sqlite_column_type(&upper),
+        }
+    }
+
+    /// Corrects the driver's view of a column with its declared type from the
+    /// catalog: SQLite's declared names carry the logical type; MySQL reports
+    /// text with a binary collation as BLOB and MariaDB's JSON as LONGTEXT.
+    pub fn refine_column_type(self, driver: ColumnType, declared: &str) -> ColumnType {
+        let declared = declared.trim().to_ascii_uppercase();
+        match self {
+            Dialect::Sqlite => sqlite_column_type(&declared),
+            Dialect::MySql if declared == "JSON" => ColumnType::new(DataType::Json, Wire::Json, &declared),
+            Dialect::MySql if driver.wire == Wire::Bytes && MYSQL_TEXT_TYPES.contains(&declared.as_str()) => {
+                ColumnType::new(DataType::String, Wire::Text, &declared)
+            }
+            Dialect::MySql | Dialect::Postgres => driver,
         }
     }
 
