@@ -258,15 +258,25 @@ async fn rejected_lines_in_a_later_byte_range_know_their_line() {
 
 /// Reads every shard of a JSON Lines file split into byte ranges of
 /// `split_bytes` and checks each line is read exactly once, in order.
-async fn check_split_file(lines: &[String], blank_every: usize, split_bytes: u64, batch_size: usize) {
+async fn check_split_file(
+    lines: &[String],
+    blank_every: usize,
+    line_end: &str,
+    final_line_end: bool,
+    split_bytes: u64,
+    batch_size: usize,
+) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("split.jsonl");
     let mut text = String::new();
     for (index, line) in lines.iter().enumerate() {
-        text.push_str(&format!("{{\"i\":{index},\"s\":\"{line}\"}}\n"));
+        text.push_str(&format!("{{\"i\":{index},\"s\":\"{line}\"}}{line_end}"));
         if blank_every > 0 && index % blank_every == 0 {
-            text.push('\n');
+            text.push_str(line_end);
         }
+    }
+    if !final_line_end {
+        text.truncate(text.trim_end().len());
     }
     std::fs::write(&file, &text).unwrap();
     let source = source(json!({"path": path_of(&file), "split_bytes": split_bytes}));
@@ -282,11 +292,14 @@ proptest! {
     fn byte_ranges_read_every_line_once(
         lines in proptest::collection::vec("[a-z ]{0,40}", 0..40),
         blank_every in 0usize..5,
+        crlf in any::<bool>(),
+        final_line_end in any::<bool>(),
         split_bytes in 1u64..200,
         batch_size in 1usize..6,
     ) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(check_split_file(&lines, blank_every, split_bytes, batch_size));
+        let line_end = if crlf { "\r\n" } else { "\n" };
+        runtime.block_on(check_split_file(&lines, blank_every, line_end, final_line_end, split_bytes, batch_size));
     }
 }
 
