@@ -22,7 +22,7 @@ const QUERY_ALIAS: &str = "haul_query";
 
 impl Relation {
     /// The relation as it appears after `FROM`.
-    pub fn from_clause(&self, dialect: Dialect) -> String {
+    pub fn sql_from(&self, dialect: Dialect) -> String {
         match self {
             Relation::Table(table) => dialect.quote(table),
             Relation::Query(query) => format!("({}) AS {QUERY_ALIAS}", query.trim().trim_end_matches(';')),
@@ -41,7 +41,7 @@ impl Relation {
 /// Every column of the relation, in order, with its resolved type.
 pub async fn relation_columns(database: &Database, relation: &Relation) -> anyhow::Result<Vec<Column>> {
     let dialect = database.dialect();
-    let sql = format!("SELECT * FROM {}", relation.from_clause(dialect));
+    let sql = format!("SELECT * FROM {}", relation.sql_from(dialect));
     let described = database.describe(&sql).await.with_context(|| match relation {
         Relation::Table(table) => format!("table `{table}` does not exist or cannot be read"),
         Relation::Query(_) => "the `query` does not prepare".to_string(),

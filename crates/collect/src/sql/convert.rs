@@ -66,7 +66,7 @@ pub fn parse_timestamp_tz(text: &str) -> anyhow::Result<DateTime<Utc>> {
 
 fn parse_hex(text: &str) -> anyhow::Result<Vec<u8>> {
     let digits = text.strip_prefix("\\x").unwrap_or(text);
-    anyhow::ensure!(digits.len() % 2 == 0 && digits.is_ascii(), "odd or non-ascii hex");
+    anyhow::ensure!(digits.len().is_multiple_of(2) && digits.is_ascii(), "odd or non-ascii hex");
     (0..digits.len()).step_by(2).map(|i| Ok(u8::from_str_radix(&digits[i..i + 2], 16)?)).collect()
 }
 

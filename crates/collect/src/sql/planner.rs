@@ -107,7 +107,7 @@ async fn incremental_window(
     let mut statement = Statement::new(database.dialect());
     let quoted = database.dialect().quote(&Ident::column(&cursor.name)?);
     let max = database.dialect().select_expr(&format!("MAX({quoted})"), &cursor.column_type);
-    statement.push(&format!("SELECT {max} FROM {}", shape.relation.from_clause(database.dialect())));
+    statement.push(&format!("SELECT {max} FROM {}", shape.relation.sql_from(database.dialect())));
     let mut conditions = Conditions::new(&mut statement, database.dialect());
     conditions.run_filters(shape, None, None)?;
     if let Some(after) = &after {
@@ -162,7 +162,7 @@ impl Runs<'_> {
     /// `SELECT <select> FROM <relation> WHERE <run filters>`, then `key IS
     /// NULL` or `key IS NOT NULL` when `key_is_null` says so.
     fn select_into(&self, statement: &mut Statement, select: &str, key: Option<(&Column, bool)>) -> anyhow::Result<()> {
-        statement.push(&format!("SELECT {select} FROM {}", self.shape.relation.from_clause(self.dialect())));
+        statement.push(&format!("SELECT {select} FROM {}", self.shape.relation.sql_from(self.dialect())));
         let mut conditions = Conditions::new(statement, self.dialect());
         conditions.run_filters(self.shape, self.window, self.range)?;
         if let Some((key, is_null)) = key {

@@ -72,7 +72,7 @@ impl SqlShardReader {
                 statement.push(&format!(
                     "SELECT {} FROM {}",
                     select_list(dialect, &columns)?,
-                    shape.relation.from_clause(dialect)
+                    shape.relation.sql_from(dialect)
                 ));
                 let mut conditions = Conditions::new(&mut statement, dialect);
                 conditions.run_filters(shape, descriptor.window.as_ref(), descriptor.range.as_ref())?;
@@ -90,7 +90,7 @@ impl SqlShardReader {
                 statement.push(&format!(
                     "SELECT {} FROM {}",
                     select_list(dialect, &columns)?,
-                    shape.relation.from_clause(dialect)
+                    shape.relation.sql_from(dialect)
                 ));
                 let mut conditions = Conditions::new(&mut statement, dialect);
                 conditions.run_filters(shape, descriptor.window.as_ref(), descriptor.range.as_ref())?;
@@ -115,7 +115,7 @@ impl SqlShardReader {
                         statement.push(query);
                     }
                     _ => {
-                        let from = shape.relation.from_clause(dialect);
+                        let from = shape.relation.sql_from(dialect);
                         statement.push(&format!("SELECT {} FROM {from}", select_list(dialect, &columns)?));
                         let mut conditions = Conditions::new(&mut statement, dialect);
                         conditions.run_filters(shape, descriptor.window.as_ref(), descriptor.range.as_ref())?;

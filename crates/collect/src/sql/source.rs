@@ -196,7 +196,7 @@ impl Source for SqlSource {
 async fn count_shard(database: &Database, shape: &Shape, descriptor: &ShardDescriptor) -> anyhow::Result<u64> {
     let dialect = database.dialect();
     let mut statement = Statement::new(dialect);
-    statement.push(&format!("SELECT COUNT(*) FROM {}", shape.relation.from_clause(dialect)));
+    statement.push(&format!("SELECT COUNT(*) FROM {}", shape.relation.sql_from(dialect)));
     let mut conditions = Conditions::new(&mut statement, dialect);
     conditions.run_filters(shape, descriptor.window.as_ref(), descriptor.range.as_ref())?;
     match &descriptor.span {

@@ -128,20 +128,17 @@ async fn postgres_copy(
     let mut copy =
         transaction.copy_in_raw(&format!("COPY {target} ({column_list}) FROM STDIN")).await.map_err(classify)?;
     let mut buffer = String::with_capacity(COPY_CHUNK_BYTES + 4096);
-    for row in &batch.rows {
+    let last = batch.rows.len() - 1;
+    for (index, row) in batch.rows.iter().enumerate() {
         push_copy_row(&mut buffer, row);
-        if buffer.len() >= COPY_CHUNK_BYTES {
-            if let Err(error) = copy.send(buffer.as_bytes()).await {
-                let _ = copy.abort("haul write failed").await;
-                return Err(classify(error));
-            }
-            buffer.clear();
-        }
-    }
-    if !buffer.is_empty() {
-        if let Err(error) = copy.send(buffer.as_bytes()).await {
+        if (buffer.len() >= COPY_CHUNK_BYTES || index == last)
+            && let Err(error) = copy.send(buffer.as_bytes()).await
+        {
             let _ = copy.abort("haul write failed").await;
             return Err(classify(error));
+        }
+        if buffer.len() >= COPY_CHUNK_BYTES {
+            buffer.clear();
         }
     }
     copy.finish().await.map_err(classify)?;
