@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{PgPool, Row};
+use sqlx::{AssertSqlSafe, PgPool, Row};
 
 const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
 const ROWS: i64 = 200_000;
@@ -20,17 +20,17 @@ fn unique(prefix: &str) -> String {
 }
 
 async fn create_source(pool: &PgPool, table: &str) {
-    sqlx::query(&format!("drop table if exists {table}")).execute(pool).await.unwrap();
-    sqlx::query(&format!(
+    sqlx::query(AssertSqlSafe(format!("drop table if exists {table}"))).execute(pool).await.unwrap();
+    sqlx::query(AssertSqlSafe(format!(
         "create table {table} (id bigint primary key, name varchar(64), amount numeric(12,2), at timestamptz)"
-    ))
+    )))
     .execute(pool)
     .await
     .unwrap();
-    sqlx::query(&format!(
+    sqlx::query(AssertSqlSafe(format!(
         "insert into {table} select g, 'name ' || g, g * 1.25, timestamptz '2024-01-01' + g * interval '1 second' \
          from generate_series(1, {ROWS}) g"
-    ))
+    )))
     .execute(pool)
     .await
     .unwrap();
@@ -99,14 +99,14 @@ async fn killed_copy_into_an_upsert_table_is_exact() {
     let source = unique("crash_src_sql");
     let target = unique("crash_dst_sql");
     create_source(&pool, &source).await;
-    sqlx::query(&format!("drop table if exists {target}")).execute(&pool).await.unwrap();
+    sqlx::query(AssertSqlSafe(format!("drop table if exists {target}"))).execute(&pool).await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let sink = format!("type = \"sql\"\nurl = \"{POSTGRES}\"\ntable = \"{target}\"\nmode = \"upsert\"\nkey = [\"id\"]");
     std::fs::write(dir.path().join("job.toml"), job(&source, &sink)).unwrap();
 
     let count = async || -> i64 {
-        sqlx::query(&format!("select count(*) from {target}"))
+        sqlx::query(AssertSqlSafe(format!("select count(*) from {target}")))
             .fetch_one(&pool)
             .await
             .map(|row| row.get::<i64, _>(0))
@@ -114,22 +114,22 @@ async fn killed_copy_into_an_upsert_table_is_exact() {
     };
     kill_midway_then_rerun(dir.path(), count).await;
 
-    let row = sqlx::query(&format!(
+    let row = sqlx::query(AssertSqlSafe(format!(
         "select count(*), count(distinct id), coalesce(sum(id), 0)::bigint, \
          count(*) filter (where (s.name, s.amount, s.at) is distinct from (t.name, t.amount, t.at)) \
          from {target} t join {source} s using (id)"
-    ))
+    )))
     .fetch_one(&pool)
     .await
     .unwrap();
     let (rows, distinct, sum, differing): (i64, i64, i64, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
-    let total: i64 = sqlx::query(&format!("select count(*) from {target}")).fetch_one(&pool).await.unwrap().get(0);
+    let total: i64 = sqlx::query(AssertSqlSafe(format!("select count(*) from {target}"))).fetch_one(&pool).await.unwrap().get(0);
     assert_eq!(total, ROWS, "rows in the target");
     assert_eq!((rows, distinct, sum), (ROWS, ROWS, ROWS * (ROWS + 1) / 2));
     assert_eq!(differing, 0, "rows whose values differ from the source");
 
     for table in [&source, &target] {
-        sqlx::query(&format!("drop table if exists {table}")).execute(&pool).await.unwrap();
+        sqlx::query(AssertSqlSafe(format!("drop table if exists {table}"))).execute(&pool).await.unwrap();
     }
 }
 
@@ -168,5 +168,5 @@ async fn killed_copy_into_files_is_exact() {
     assert_eq!(total, ids.len(), "duplicated records in the committed parts");
     assert_eq!(ids, (1..=ROWS).collect::<Vec<_>>(), "missing records");
 
-    sqlx::query(&format!("drop table if exists {source}")).execute(&pool).await.unwrap();
+    sqlx::query(AssertSqlSafe(format!("drop table if exists {source}"))).execute(&pool).await.unwrap();
 }
