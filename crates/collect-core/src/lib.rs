@@ -26,7 +26,8 @@ pub mod testsuite;
 
 pub use batch::{Batch, Rejected};
 pub use plugin::{
-    Checkpoint, Delivery, Plan, PlanContext, Processor, ShardReader, ShardSpec, ShardWriter, Sink, Source, SourceBatch,
+    Checkpoint, Delivery, Plan, PlanContext, Processed, Processor, ShardReader, ShardSpec, ShardWriter, Sink, Source,
+    SourceBatch,
 };
 pub use schema::{DataType, Field, Schema};
 pub use value::Value;

@@ -156,9 +156,34 @@ pub trait ShardWriter: Send {
     async fn abort(&mut self) -> anyhow::Result<()>;
 }
 
-/// Transforms batches between source and sink.
+/// What a processor made of one batch.
+#[derive(Debug)]
+pub struct Processed {
+    /// The records that go on to the next processor or the sink.
+    pub batch: Batch,
+    /// Records rejected with a reason: they go to the dead letters and count
+    /// against the job's error limit.
+    pub rejected: Vec<Rejected>,
+    /// Invalid records dropped on purpose (`on_invalid = "drop"`): not written
+    /// anywhere, but counted as rejected against the error limit. Records a
+    /// filter removes by design are simply absent from `batch`.
+    pub dropped: u64,
+}
+
+impl Processed {
+    /// Every record passed on, none rejected.
+    pub fn pass(batch: Batch) -> Self {
+        Processed { batch, rejected: Vec::new(), dropped: 0 }
+    }
+}
+
+/// Transforms batches between source and sink: cleanse, transform, filter,
+/// validate, mask.
+///
+/// One instance serves every shard of a run, concurrently, so state kept
+/// across batches (deduplication, uniqueness checks) is per run. An error
+/// fails the shard; a record-level problem is a [`Rejected`] record instead.
 #[async_trait]
 pub trait Processor: Send + Sync {
-    /// Processes one batch; records it rejects are returned beside the output.
-    async fn process(&self, batch: Batch) -> anyhow::Result<(Batch, Vec<Rejected>)>;
+    async fn process(&self, batch: Batch) -> anyhow::Result<Processed>;
 }

@@ -83,6 +83,17 @@ pub enum BuildError {
     Build(#[from] anyhow::Error),
 }
 
+/// An error a plugin's `build` returns to point at one of its options (for
+/// example a transform program that does not compile): the job file error
+/// then names that option's line and column.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct OptionError {
+    /// The path of keys inside the plugin's table, e.g. `["source"]`.
+    pub path: Vec<String>,
+    pub message: String,
+}
+
 trait ErasedPlugin<O: ?Sized>: Send + Sync {
     fn info(&self) -> PluginInfo;
     fn build(&self, options: &toml::Table) -> Result<Arc<O>, BuildError>;
@@ -99,7 +110,10 @@ impl<P: Plugin> ErasedPlugin<P::Output> for P {
             let path = error.path().iter().map(|segment| segment.to_string()).filter(|s| s != "?").collect();
             BuildError::Config { path, message: error.into_inner().to_string() }
         })?;
-        Ok(Plugin::build(self, config)?)
+        Plugin::build(self, config).map_err(|error| match error.downcast::<OptionError>() {
+            Ok(option) => BuildError::Config { path: option.path, message: option.message },
+            Err(error) => BuildError::Build(error),
+        })
     }
 }
 

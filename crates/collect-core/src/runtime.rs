@@ -400,12 +400,14 @@ async fn write_batch(
         ..Default::default()
     };
     let mut all_rejected = rejected;
+    let mut dropped = 0;
     for processor in &context.pipeline.processors {
-        let (output, rejected) = processor.process(batch).await?;
-        batch = output;
-        all_rejected.extend(rejected);
+        let processed = processor.process(batch).await?;
+        batch = processed.batch;
+        all_rejected.extend(processed.rejected);
+        dropped += processed.dropped;
     }
-    reject(context, writer_context, &all_rejected).await?;
+    reject(context, writer_context, &all_rejected, dropped).await?;
     context.throttle.acquire(batch.len() as u64, read.bytes_read).await;
     if !batch.is_empty() {
         writer.write(&batch).await.context("writing to the sink")?;
@@ -418,12 +420,21 @@ async fn write_batch(
     Ok(())
 }
 
-async fn reject(context: &RunContext, writer_context: &WriterContext, rejected: &[Rejected]) -> anyhow::Result<()> {
-    if rejected.is_empty() {
+/// Sends rejected records to the dead letters and checks the error limit,
+/// counting `dropped` invalid records as rejected too.
+async fn reject(
+    context: &RunContext,
+    writer_context: &WriterContext,
+    rejected: &[Rejected],
+    dropped: u64,
+) -> anyhow::Result<()> {
+    if rejected.is_empty() && dropped == 0 {
         return Ok(());
     }
-    context.dead_letters.write(writer_context, rejected).await.context("writing dead letters")?;
-    let total = context.progress.totals().records_rejected + rejected.len() as u64;
+    if !rejected.is_empty() {
+        context.dead_letters.write(writer_context, rejected).await.context("writing dead letters")?;
+    }
+    let total = context.progress.totals().records_rejected + rejected.len() as u64 + dropped;
     let limit = context.settings.error_limit;
     if limit.exceeded_so_far(total) {
         context.fail_run(format!(

@@ -5,6 +5,8 @@ use std::path::Path;
 
 use haul_collect_core::Delivery;
 use haul_collect_core::runtime::{RunOutcome, RunReport};
+use std::time::Duration;
+
 use indicatif::{HumanBytes, HumanCount, HumanDuration};
 
 pub struct Summary<'a> {
@@ -34,7 +36,7 @@ fn render(summary: &Summary<'_>) -> String {
         "job {} run {}: {state} in {}\n  records: {} read, {} written, {} rejected\n  throughput: {} records/s, {}/s\n  output: {} ({})",
         summary.job,
         summary.run_id,
-        HumanDuration(report.elapsed),
+        elapsed(report.elapsed),
         HumanCount(totals.records_read),
         HumanCount(totals.records_written),
         HumanCount(totals.records_rejected),
@@ -67,11 +69,19 @@ fn render(summary: &Summary<'_>) -> String {
     text
 }
 
+/// Seconds with two decimals under a minute, then minutes and hours.
+fn elapsed(duration: Duration) -> String {
+    if duration < Duration::from_secs(60) {
+        format!("{:.2}s", duration.as_secs_f64())
+    } else {
+        HumanDuration(duration).to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use haul_collect_core::progress::ShardCounters;
-    use std::time::Duration;
 
     fn summary_of(outcome: RunOutcome, rejected: u64) -> String {
         let report = RunReport {
@@ -98,7 +108,7 @@ mod tests {
     #[test]
     fn success_names_counts_rate_and_output() {
         let text = summary_of(RunOutcome::Succeeded, 0);
-        assert!(text.contains("succeeded"), "{text}");
+        assert!(text.contains("succeeded in 2.00s"), "{text}");
         assert!(text.contains("1,000 read"), "{text}");
         assert!(text.contains("500 records/s"), "{text}");
         assert!(text.contains("out/ (idempotent"), "{text}");

@@ -19,13 +19,13 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let registry = job_loader::builtin_registry();
     let job = job_loader::load(&args.job, &registry)?;
     eprintln!(
-        "{}: job {} is valid ({} source, {} processors, {} sink, {:?} mode)",
+        "{}: job {} is valid ({} source, {} processors, {} sink, {} mode)",
         args.job.display(),
         job.spec.name,
         job.spec.source.kind,
         job.spec.processors.len(),
         job.spec.sink.kind,
-        job.spec.mode,
+        job.spec.mode.as_str(),
     );
     if args.offline {
         return Ok(ExitCode::SUCCESS);
