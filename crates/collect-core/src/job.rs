@@ -57,12 +57,14 @@ pub struct RangeBounds {
     pub to: serde_json::Value,
 }
 
-/// Where rejected records go.
+/// Where rejected records go: `{ path = "rejected.jsonl" }` (a JSON Lines
+/// file) or `{ url = "postgres://…", table = "dead_letters" }` (a table,
+/// created when missing).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeadLetterSpec {
-    /// A JSON Lines file, appended to.
-    pub path: String,
+#[serde(untagged, deny_unknown_fields)]
+pub enum DeadLetterSpec {
+    File { path: String },
+    Table { url: String, table: String },
 }
 
 /// A plugin reference: its `type` and its own options, kept untyped until the

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use haul_collect_core::deadletter::DeadLetters;
+use haul_collect_core::deadletter::{DeadLetter, DeadLetters};
 use haul_collect_core::plugin::WriterContext;
 use haul_collect_core::progress::ShardCounters;
 use haul_collect_core::runtime::{
@@ -206,6 +206,12 @@ impl DeadLetters for MemoryDeadLetters {
     }
     fn describe(&self) -> String {
         "memory".into()
+    }
+    async fn list(&self, _job: &str, _include_replayed: bool) -> anyhow::Result<Vec<DeadLetter>> {
+        Ok(Vec::new())
+    }
+    async fn mark_replayed(&self, _ids: &[String]) -> anyhow::Result<()> {
+        Ok(())
     }
 }
 
