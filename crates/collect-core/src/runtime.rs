@@ -322,8 +322,8 @@ async fn attempt(
         WriterContext { job: settings.job.clone(), run_id: settings.run_id.clone(), shard_id: shard.id.clone() };
     let mut writer = context.pipeline.sink.open(&writer_context).await.context("opening the sink")?;
 
-    // Read one batch ahead of the writer.
-    let (sender, mut batches) = mpsc::channel(2);
+    // Read one batch ahead of the writer (sources may buffer more themselves).
+    let (sender, mut batches) = mpsc::channel(1);
     let read_ahead = tokio::spawn(read_into(reader, sender));
     let _stop_reading = AbortOnDrop(read_ahead);
 

@@ -9,6 +9,12 @@ mod summary;
 
 use std::process::ExitCode;
 
+/// mimalloc returns memory freed by other threads promptly: batches are
+/// decoded on one thread and freed on another, which makes the system
+/// allocator's per-thread arenas hold on to far more memory.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use haul_common::telemetry::{self, LogFormat};
 
@@ -40,6 +46,8 @@ enum Command {
     Check(commands::check::CheckArgs),
     /// List the plugins and their options.
     Plugins(commands::plugins::PluginsArgs),
+    /// Inspect and replay a job's rejected records.
+    Deadletter(commands::deadletter::DeadLetterArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +69,7 @@ fn main() -> ExitCode {
             Command::Run(args) => commands::run::run(args).await,
             Command::Check(args) => commands::check::run(args).await,
             Command::Plugins(args) => commands::plugins::run(args),
+            Command::Deadletter(args) => commands::deadletter::run(args).await,
         }
     });
     match result {
