@@ -4,9 +4,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use haul_collect_core::job::{JobFileError, JobSource, JobSpec, PluginSpec};
+use haul_collect_core::deadletter::{DeadLetters, FileDeadLetters, TableDeadLetters};
+use haul_collect_core::job::{DeadLetterSpec, JobFileError, JobSource, JobSpec, PluginSpec};
 use haul_collect_core::registry::{BuildError, PluginRegistry, PluginRole};
 use haul_collect_core::runtime::Pipeline;
+use haul_collect_core::{Sink, Source};
 
 /// A parsed job with its plugins built.
 pub struct LoadedJob {
@@ -33,6 +35,33 @@ pub fn load(path: &Path, registry: &PluginRegistry) -> Result<LoadedJob, JobFile
         sink: build(&source_text, registry, &spec.sink)?,
     };
     Ok(LoadedJob { source_text, spec, pipeline })
+}
+
+/// The job's dead letters: its `dead_letter` file or table, or by default
+/// `<state_dir>/deadletter/<job>.jsonl`.
+pub fn dead_letters(
+    job: &LoadedJob,
+    registry: &PluginRegistry,
+    state_dir: &Path,
+) -> Result<Arc<dyn DeadLetters>, JobFileError> {
+    Ok(match &job.spec.dead_letter {
+        None => Arc::new(FileDeadLetters::new(state_dir.join("deadletter").join(format!("{}.jsonl", job.spec.name)))),
+        Some(DeadLetterSpec::File { path }) => Arc::new(FileDeadLetters::new(path)),
+        Some(DeadLetterSpec::Table { url, table }) => {
+            let plugin = |extra: &[(&str, toml::Value)]| {
+                let mut options = toml::Table::new();
+                options.insert("url".into(), url.clone().into());
+                options.insert("table".into(), table.clone().into());
+                options.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+                PluginSpec { kind: "sql".into(), options, location: vec!["dead_letter".into()] }
+            };
+            let key = toml::Value::Array(vec!["id".into()]);
+            let source: Arc<dyn Source> = build(&job.source_text, registry, &plugin(&[]))?;
+            let sink: Arc<dyn Sink> =
+                build(&job.source_text, registry, &plugin(&[("mode", "upsert".into()), ("key", key)]))?;
+            Arc::new(TableDeadLetters::new(source, sink))
+        }
+    })
 }
 
 fn build<O: PluginRole + ?Sized>(

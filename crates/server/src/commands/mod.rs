@@ -1,5 +1,6 @@
 //! One module per `haul` command.
 
 pub mod check;
+pub mod deadletter;
 pub mod plugins;
 pub mod run;

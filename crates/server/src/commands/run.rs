@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use haul_collect_core::deadletter::{DeadLetters, FileDeadLetters};
 use haul_collect_core::runtime::{RunOutcome, RunSettings, execute, progress_for};
 use haul_collect_core::{PlanContext, ShardSpec};
 use haul_common::shutdown;
@@ -58,11 +57,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
-    let dead_letter_path = match &job.spec.dead_letter {
-        Some(spec) => PathBuf::from(&spec.path),
-        None => args.state_dir.join("deadletter").join(format!("{job_name}.jsonl")),
-    };
-    let dead_letters: Arc<dyn DeadLetters> = Arc::new(FileDeadLetters::new(dead_letter_path));
+    let dead_letters = job_loader::dead_letters(&job, &registry, &args.state_dir)?;
     let owner = format!("local-{}", std::process::id());
     let ledger = Arc::new(StoreLedger::new(store.clone(), &run.id, owner, LOCAL_LEASE_TTL));
     let settings = RunSettings {
