@@ -2,6 +2,7 @@
 //! explicitly; adding a plugin touches its folder and that function only.
 
 pub mod file;
+pub mod process;
 pub mod sql;
 pub mod stdout;
 
@@ -14,4 +15,6 @@ pub fn register_builtin(registry: &mut PluginRegistry) {
     registry.add(stdout::StdoutSinkPlugin);
     registry.add(sql::SqlSourcePlugin);
     registry.add(sql::SqlSinkPlugin);
+    registry.add(process::remap::RemapPlugin);
+    registry.add(process::filter::FilterPlugin);
 }
