@@ -3,6 +3,7 @@
 
 pub mod file;
 pub mod process;
+pub mod singer;
 pub mod sql;
 pub mod stdout;
 
@@ -15,6 +16,8 @@ pub fn register_builtin(registry: &mut PluginRegistry) {
     registry.add(stdout::StdoutSinkPlugin);
     registry.add(sql::SqlSourcePlugin);
     registry.add(sql::SqlSinkPlugin);
+    registry.add(singer::SingerSourcePlugin);
+    registry.add(singer::SingerSinkPlugin);
     registry.add(process::remap::RemapPlugin);
     registry.add(process::filter::FilterPlugin);
 }
