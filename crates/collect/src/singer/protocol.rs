@@ -222,9 +222,11 @@ pub(crate) fn record_prefix(stream: &str) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    fn layout(schema: serde_json::Value) -> StreamLayout {
-        let message = json!({"type": "SCHEMA", "stream": "s", "schema": schema});
-        match Message::parse(message.to_string().as_bytes()).unwrap() {
+    /// The layout of a `SCHEMA` message whose schema is written as text, so
+    /// that the order of its properties is the order written.
+    fn layout(schema: &str) -> StreamLayout {
+        let message = format!(r#"{{"type": "SCHEMA", "stream": "s", "schema": {schema}}}"#);
+        match Message::parse(message.as_bytes()).unwrap() {
             Message::Schema { schema, .. } => StreamLayout::new(schema).unwrap(),
             other => panic!("not a schema: {other:?}"),
         }
@@ -232,16 +234,18 @@ mod tests {
 
     #[test]
     fn json_schema_types_map_to_fields_in_order() {
-        let layout = layout(json!({"properties": {
-            "zeta": {"type": "integer"},
-            "amount": {"type": ["number", "null"]},
-            "at": {"type": ["null", "string"], "format": "date-time"},
-            "day": {"type": "string", "format": "date"},
-            "ok": {"type": ["boolean", "null"]},
-            "tags": {"type": "array", "items": {}},
-            "either": {"type": ["string", "integer"]},
-            "untyped": {"anyOf": [{"type": "string"}]},
-        }}));
+        let layout = layout(
+            r#"{"properties": {
+                "zeta": {"type": "integer"},
+                "amount": {"type": ["number", "null"]},
+                "at": {"type": ["null", "string"], "format": "date-time"},
+                "day": {"type": "string", "format": "date"},
+                "ok": {"type": ["boolean", "null"]},
+                "tags": {"type": "array", "items": {}},
+                "either": {"type": ["string", "integer"]},
+                "untyped": {"anyOf": [{"type": "string"}]}
+            }}"#,
+        );
         let fields: Vec<_> = layout.schema.fields.iter().map(|f| (f.name.as_str(), f.data_type, f.nullable)).collect();
         assert_eq!(
             fields,
@@ -261,11 +265,13 @@ mod tests {
 
     #[test]
     fn records_convert_or_give_a_reason() {
-        let layout = layout(json!({"properties": {
-            "id": {"type": "integer"},
-            "at": {"type": ["null", "string"], "format": "date-time"},
-            "meta": {"type": ["null", "object"]},
-        }}));
+        let layout = layout(
+            r#"{"properties": {
+                "id": {"type": "integer"},
+                "at": {"type": ["null", "string"], "format": "date-time"},
+                "meta": {"type": ["null", "object"]}
+            }}"#,
+        );
         let record = |value: serde_json::Value| value.as_object().unwrap().clone();
         let row = layout.row("s", &record(json!({"id": 1, "at": "2024-01-02T04:04:05+01:00", "meta": {"a": 1}})));
         let at = DateTime::parse_from_rfc3339("2024-01-02T03:04:05Z").unwrap().with_timezone(&Utc);

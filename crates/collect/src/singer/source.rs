@@ -203,7 +203,7 @@ impl Source for SingerSource {
             records_since_state: 0,
             line_number: 0,
             line: Vec::new(),
-            no_fields: Arc::new(Schema::default()),
+            last_schema: Arc::new(Schema::default()),
         }))
     }
 }
@@ -228,8 +228,9 @@ struct TapReader {
     records_since_state: u64,
     line_number: u64,
     line: Vec<u8>,
-    /// The schema of batches that carry only rejected records or a checkpoint.
-    no_fields: Arc<Schema>,
+    /// The schema of the latest stream, for batches that carry only rejected
+    /// records or a checkpoint (processors may look for their fields).
+    last_schema: Arc<Schema>,
 }
 
 #[async_trait]
@@ -271,6 +272,7 @@ impl TapReader {
                 let ready = if ready { Some(self.cut(false)) } else { None };
                 match StreamLayout::new(schema) {
                     Ok(layout) => {
+                        self.last_schema = layout.schema.clone();
                         self.layouts.insert(stream, layout);
                         ready
                     }
@@ -328,8 +330,11 @@ impl TapReader {
     /// The pending records and rejected lines as a batch, at the current position.
     fn cut(&mut self, complete: bool) -> SourceBatch {
         let batch = match self.pending.take() {
-            Some(pending) => Batch::new(pending.schema, pending.rows),
-            None => Batch::empty(self.no_fields.clone()),
+            Some(pending) => {
+                self.last_schema = pending.schema.clone();
+                Batch::new(pending.schema, pending.rows)
+            }
+            None => Batch::empty(self.last_schema.clone()),
         };
         let checkpoint =
             SingerCheckpoint { state: self.state.clone(), records_since_state: self.records_since_state, complete };
