@@ -62,23 +62,59 @@ impl Value {
 
     /// A text rendering for text formats (CSV) and for ordering keys: no quotes, RFC 3339 times.
     pub fn to_text(&self) -> Option<String> {
-        Some(match self {
-            Value::Null => return None,
-            Value::Bool(b) => b.to_string(),
-            Value::Int(i) => i.to_string(),
-            Value::Float(f) => f.to_string(),
-            Value::Decimal(text) | Value::String(text) => text.clone(),
-            Value::Bytes(bytes) => hex(bytes),
-            Value::Date(d) => d.to_string(),
-            Value::Timestamp(t) => t.format("%Y-%m-%dT%H:%M:%S%.f").to_string(),
-            Value::TimestampTz(t) => t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-            Value::Json(json) => json.to_string(),
-        })
+        let mut text = String::new();
+        self.write_text(&mut text).then_some(text)
+    }
+
+    /// Appends the value's text rendering (see [`Value::to_text`]) to `out`;
+    /// false for null, which appends nothing.
+    pub fn write_text(&self, out: &mut String) -> bool {
+        use std::fmt::Write;
+        // Writing into a `String` cannot fail.
+        let _ = match self {
+            Value::Null => return false,
+            Value::Bool(b) => write!(out, "{b}"),
+            Value::Int(i) => write!(out, "{i}"),
+            Value::Float(f) => write!(out, "{f}"),
+            Value::Decimal(text) | Value::String(text) => out.write_str(text),
+            Value::Bytes(bytes) => {
+                write_hex(bytes, |digits| out.push_str(digits));
+                Ok(())
+            }
+            Value::Date(d) => write!(out, "{d}"),
+            Value::Timestamp(t) => write!(out, "{}", t.format("%Y-%m-%dT%H:%M:%S%.f")),
+            Value::TimestampTz(t) => out.write_str(&t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+            Value::Json(json) => write!(out, "{json}"),
+        };
+        true
+    }
+
+    /// The value's text: borrowed for strings and decimals, otherwise written
+    /// into `buffer` (cleared first) so that a loop can reuse one buffer.
+    pub fn text<'a>(&'a self, buffer: &'a mut String) -> Option<&'a str> {
+        match self {
+            Value::Decimal(text) | Value::String(text) => Some(text),
+            other => {
+                buffer.clear();
+                other.write_text(buffer).then_some(buffer.as_str())
+            }
+        }
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// Writes `bytes` as lower-case hex digits, handing them to `push` in chunks.
+pub fn write_hex(bytes: &[u8], mut push: impl FnMut(&str)) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    const CHUNK: usize = 256;
+    let mut digits = [0u8; 2 * CHUNK];
+    for chunk in bytes.chunks(CHUNK) {
+        for (pair, byte) in digits.chunks_exact_mut(2).zip(chunk) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0x0f)];
+        }
+        // Hex digits are ASCII, hence valid UTF-8.
+        push(std::str::from_utf8(&digits[..2 * chunk.len()]).unwrap_or_default());
+    }
 }
 
 fn json_size(json: &serde_json::Value) -> usize {
@@ -132,6 +168,19 @@ mod tests {
         assert_eq!(Value::from_json(json.clone()).to_json(), json);
         assert_eq!(Value::from_json(serde_json::json!(3)), Value::Int(3));
         assert_eq!(Value::from_json(serde_json::json!(1.5)), Value::Float(1.5));
+    }
+
+    #[test]
+    fn text_renderings() {
+        let bytes: Vec<u8> = (0..=255).chain(0..=255).collect();
+        let expected: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(Value::Bytes(bytes).to_text().unwrap(), expected);
+        assert_eq!(Value::Null.to_text(), None);
+        let mut buffer = String::from("old");
+        assert_eq!(Value::Int(-7).text(&mut buffer), Some("-7"));
+        assert_eq!(Value::Float(0.5).text(&mut buffer), Some("0.5"));
+        assert_eq!(Value::Json(serde_json::json!({"a": [1]})).text(&mut buffer), Some("{\"a\":[1]}"));
+        assert_eq!(Value::Decimal("1.20".into()).text(&mut buffer), Some("1.20"));
     }
 
     #[test]

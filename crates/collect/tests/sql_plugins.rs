@@ -330,26 +330,43 @@ async fn range_mode_bounds(backend: Backend) {
 async fn nullable_split_key_gets_a_null_shard(backend: Backend) {
     let mut db = TestDb::new(backend).await;
     let table = db.table("nullkey");
-    db.exec(&format!("CREATE TABLE {table} (seq INT, label VARCHAR(10))")).await;
-    db.exec(&format!("INSERT INTO {table} VALUES (1, 'a'), (2, 'b'), (NULL, 'c'), (3, 'd'), (NULL, 'e')")).await;
-    let without_key = db.source(json!({ "table": table }));
-    let error = format!("{:#}", without_key.plan(&full_context(1)).await.unwrap_err());
-    assert!(error.contains("no primary key") && error.contains("split_key"), "{error}");
+    db.exec(&format!("CREATE TABLE {table} (id INT PRIMARY KEY, seq INT, label VARCHAR(10))")).await;
+    let rows = "(1, 1, 'a'), (2, 2, 'b'), (3, NULL, 'c'), (4, 3, 'd'), (5, NULL, 'e'), (6, NULL, 'c')";
+    db.exec(&format!("INSERT INTO {table} VALUES {rows}")).await;
     let source = db.source(json!({ "table": table, "split_key": "seq" }));
     let plan = source.plan(&full_context(1)).await.unwrap();
     assert_eq!(plan.shards.last().unwrap().id, "knull");
+    // The NULL rows are read in primary key order, whatever their other values.
+    let nulls = haul_collect_core::testsuite::read_shard(source.as_ref(), plan.shards.last().unwrap(), None, 1);
+    let ids: Vec<i64> = nulls.await.unwrap().records.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, vec![3, 5, 6]);
     let records = assert_resume_yields_rest(source.as_ref(), &full_context(1), 1).await.unwrap();
-    let mut labels: Vec<&str> = records.iter().map(|r| r["label"].as_str().unwrap()).collect();
-    labels.sort();
-    assert_eq!(labels, vec!["a", "b", "c", "d", "e"]);
+    assert_eq!(ids_of(&records), (1..=6).collect::<Vec<_>>());
+
+    // Without a primary key the NULL rows have no stable order to resume in.
+    let heap = db.table("nullkey_heap");
+    db.exec(&format!("CREATE TABLE {heap} (seq INT, label VARCHAR(10))")).await;
+    db.exec(&format!("INSERT INTO {heap} VALUES (1, 'a'), (NULL, 'c'), (NULL, 'c')")).await;
+    let without_key = db.source(json!({ "table": heap }));
+    let error = format!("{:#}", without_key.plan(&full_context(1)).await.unwrap_err());
+    assert!(error.contains("no primary key") && error.contains("split_key"), "{error}");
+    let nullable = db.source(json!({ "table": heap, "split_key": "seq" }));
+    let error = format!("{:#}", nullable.plan(&full_context(1)).await.unwrap_err());
+    assert!(error.contains("holds NULLs") && error.contains("no primary key"), "{error}");
     db.drop_tables().await;
 }
 
 async fn query_sources(backend: Backend) {
     let mut db = TestDb::new(backend).await;
     let table = db.numbered("query", 1..=30).await;
-    let query = format!("SELECT id, name FROM {table} WHERE id <= 20 ORDER BY id");
-    let whole = db.source(json!({ "query": query }));
+    // Without a split key a query's rows have no order to resume in.
+    let config = json!({ "url": db.url, "query": format!("SELECT id, name FROM {table}") });
+    let error = SqlSourcePlugin.build(serde_json::from_value(config).unwrap()).err().unwrap();
+    let option = error.downcast::<haul_collect_core::registry::OptionError>().unwrap();
+    assert!(option.message.contains("needs `split_key`"), "{}", option.message);
+    // A trailing line comment does not swallow the wrapper.
+    let commented = format!("SELECT id, name FROM {table} WHERE id <= 20 -- the first twenty");
+    let whole = db.source(json!({ "query": commented, "split_key": "id", "shards": 1 }));
     let plan = whole.plan(&full_context(4)).await.unwrap();
     assert_eq!(plan.shards.len(), 1);
     let records = assert_resume_yields_rest(whole.as_ref(), &full_context(4), 3).await.unwrap();
@@ -383,7 +400,10 @@ async fn malformed_setups_fail_clearly(backend: Backend) {
     assert!(error.contains("either `table` or `query`"), "{error}");
     let error = build(json!({ "table": table, "split_key": "id)--" })).unwrap();
     assert!(error.contains("invalid column name"), "{error}");
-    let bad_query = db.source(json!({ "query": "SELEC nonsense" }));
+    let error = build(json!({ "table": table, "shards": 100_001 })).unwrap();
+    assert!(error.contains("between 1 and 100000"), "{error}");
+    assert!(build(json!({ "table": table, "shards": 0 })).is_some());
+    let bad_query = db.source(json!({ "query": "SELEC nonsense", "split_key": "id" }));
     assert!(bad_query.check().await.is_err());
     let bad_split = db.source(json!({ "table": table, "split": "even", "split_key": "name" }));
     let error = format!("{:#}", bad_split.plan(&full_context(1)).await.unwrap_err());
@@ -607,5 +627,152 @@ async fn mariadb_types_round_trip() {
     let batches = read_batches(source.as_ref()).await;
     let types: Vec<_> = batches[0].schema.fields.iter().map(|field| field.data_type).collect();
     assert_eq!(types, expected);
+    db.drop_tables().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_times_in_mixed_text_forms_order_by_time() {
+    let mut db = TestDb::new(Backend::Sqlite).await;
+    let table = db.table("mixed_times");
+    db.exec(&format!("CREATE TABLE {table} (at DATETIME PRIMARY KEY, n INT NOT NULL, changed DATETIME)")).await;
+    // In time order; as text, ' ' sorts before 'T' and the forms interleave wrongly.
+    let times = [
+        "2024-01-02 09:00:00",
+        "2024-01-02T09:30:00",
+        "2024-01-02 10:00:00",
+        "2024-01-02T10:00:00.250",
+        "2024-01-02 10:00:00.5",
+        "2024-01-02T11:00:00",
+        "2024-01-02 12:00:00",
+    ];
+    let values: Vec<String> = times.iter().enumerate().map(|(n, at)| format!("('{at}', {n}, '{at}')")).collect();
+    db.exec(&format!("INSERT INTO {table} VALUES {}", values.join(", "))).await;
+    let source = db.source(json!({ "table": table, "split": "quantile", "shards": 3 }));
+    let plan = source.plan(&full_context(1)).await.unwrap();
+    assert_eq!(plan.shards.len(), 3);
+    let mut ns = Vec::new();
+    for shard in &plan.shards {
+        let read = haul_collect_core::testsuite::read_shard(source.as_ref(), shard, None, 1).await.unwrap();
+        let shard_ns: Vec<i64> = read.records.iter().map(|r| r["n"].as_i64().unwrap()).collect();
+        assert!(shard_ns.windows(2).all(|pair| pair[0] < pair[1]), "{shard_ns:?}");
+        ns.extend(shard_ns);
+    }
+    assert_eq!(ns, (0..7).collect::<Vec<_>>());
+    let records = assert_resume_yields_rest(source.as_ref(), &full_context(1), 1).await.unwrap();
+    assert_eq!(records.len(), 7);
+
+    // An incremental cursor in mixed forms: the mark is the latest time, not the greatest text.
+    let incremental = |previous_state: Option<Json>| PlanContext {
+        mode: Mode::Incremental,
+        incremental: IncrementalSpec { cursor: Some("changed".into()), lookback: None },
+        previous_state,
+        ..full_context(1)
+    };
+    let first = source.plan(&incremental(None)).await.unwrap();
+    assert_eq!(first.next_state, Some(json!({"cursor": "2024-01-02T12:00:00"})));
+    db.exec(&format!("INSERT INTO {table} VALUES ('2024-01-02T12:30:00', 7, '2024-01-02T12:30:00')")).await;
+    let second = incremental(first.next_state.clone());
+    let records = assert_resume_yields_rest(source.as_ref(), &second, 1).await.unwrap();
+    assert_eq!(records.iter().map(|r| r["n"].as_i64().unwrap()).collect::<Vec<_>>(), vec![7]);
+    db.drop_tables().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_values_that_do_not_fit_their_column_are_rejected() {
+    let mut db = TestDb::new(Backend::Sqlite).await;
+    let table = db.table("bad_values");
+    db.exec(&format!("CREATE TABLE {table} (id INTEGER PRIMARY KEY, qty INT, ok BOOLEAN)")).await;
+    db.exec(&format!("INSERT INTO {table} VALUES (1, 5, 'yes'), (2, 'five', 'no'), (3, 7, 'maybe'), (4, 8, 'T')"))
+        .await;
+    let source = db.source(json!({ "table": table }));
+    let read = read_all(source.as_ref(), &full_context(1), 10).await.unwrap();
+    assert_eq!(read.records, vec![json!({"id": 1, "qty": 5, "ok": true}), json!({"id": 4, "qty": 8, "ok": true})]);
+    assert_eq!(read.rejected.len(), 2);
+    assert!(read.rejected[0].reason.contains("column `qty`"), "{}", read.rejected[0].reason);
+    assert!(read.rejected[0].position.ends_with("id = 2"), "{}", read.rejected[0].position);
+    assert_eq!(read.rejected[0].record, json!({"id": 2, "qty": null, "ok": false}));
+    assert!(read.rejected[1].reason.contains("column `ok`"), "{}", read.rejected[1].reason);
+    let records = assert_resume_yields_rest(source.as_ref(), &full_context(1), 1).await.unwrap();
+    assert_eq!(ids_of(&records), vec![1, 4]);
+    db.drop_tables().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_sources_leave_the_database_as_it_is() {
+    let mut db = TestDb::new(Backend::Sqlite).await;
+    let table = db.numbered("journal", 1..=5).await;
+    let journal_mode = || async {
+        let Pool::Sqlite(pool) = &db.pool else { unreachable!() };
+        sqlx::query_scalar::<_, String>("PRAGMA journal_mode").fetch_one(pool).await.unwrap()
+    };
+    assert_eq!(journal_mode().await, "delete");
+    let source = db.source(json!({ "table": table }));
+    assert_eq!(read_all(source.as_ref(), &full_context(1), 2).await.unwrap().records.len(), 5);
+    assert_eq!(journal_mode().await, "delete");
+    db.drop_tables().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_unsigned_and_decimal_keys_resume_exactly() {
+    let mut db = TestDb::new(Backend::MariaDb).await;
+    let unsigned = db.table("unsigned_key");
+    db.exec(&format!("CREATE TABLE {unsigned} (id BIGINT UNSIGNED PRIMARY KEY, n INT)")).await;
+    let big = [1u64, 9_223_372_036_854_775_807, 9_223_372_036_854_775_808, 18_446_744_073_709_551_614, u64::MAX];
+    let values: Vec<String> = big.iter().enumerate().map(|(n, id)| format!("({id}, {n})")).collect();
+    db.exec(&format!("INSERT INTO {unsigned} VALUES {}", values.join(", "))).await;
+    let source = db.source(json!({ "table": unsigned, "shards": 2 }));
+    let records = assert_resume_yields_rest(source.as_ref(), &full_context(1), 1).await.unwrap();
+    let mut ns: Vec<i64> = records.iter().map(|r| r["n"].as_i64().unwrap()).collect();
+    ns.sort();
+    assert_eq!(ns, vec![0, 1, 2, 3, 4]);
+    assert!(records.contains(&json!({"id": u64::MAX.to_string(), "n": 4})), "{records:?}");
+
+    // As doubles these keys are equal: they must compare as decimals.
+    let decimal = db.table("decimal_key");
+    db.exec(&format!("CREATE TABLE {decimal} (price DECIMAL(30,2) PRIMARY KEY, n INT)")).await;
+    db.exec(&format!(
+        "INSERT INTO {decimal} VALUES (10000000000000000.01, 1), (10000000000000000.02, 2), (10000000000000000.03, 3)"
+    ))
+    .await;
+    let source = db.source(json!({ "table": decimal }));
+    let records = assert_resume_yields_rest(source.as_ref(), &full_context(1), 1).await.unwrap();
+    let mut ns: Vec<i64> = records.iter().map(|r| r["n"].as_i64().unwrap()).collect();
+    ns.sort();
+    assert_eq!(ns, vec![1, 2, 3]);
+    db.drop_tables().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_upsert_key_must_be_the_primary_key() {
+    let mut db = TestDb::new(Backend::MariaDb).await;
+    let table = db.table("upsert_key");
+    db.exec(&format!("CREATE TABLE {table} (id BIGINT PRIMARY KEY, name VARCHAR(64) UNIQUE)")).await;
+    let sink = db.sink(json!({ "table": table, "mode": "upsert", "key": ["name"] }));
+    let context =
+        haul_collect_core::plugin::WriterContext { job: "j".into(), run_id: "r".into(), shard_id: "s".into() };
+    let mut writer = sink.open(&context).await.unwrap();
+    let error = format!("{:#}", writer.write(&numbered_batch(1, 2)).await.unwrap_err());
+    assert!(error.contains("is not its primary key (id)"), "{error}");
+    let by_id = db.sink(json!({ "table": table, "mode": "upsert", "key": ["id"] }));
+    let mut writer = by_id.open(&context).await.unwrap();
+    writer.write(&numbered_batch(1, 2)).await.unwrap();
+    writer.commit(1).await.unwrap();
+    db.drop_tables().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_copy_names_a_value_it_cannot_send() {
+    let mut db = TestDb::new(Backend::Postgres).await;
+    let table = db.table("nul");
+    let sink = db.sink(json!({ "table": table, "key": ["id"] }));
+    let context =
+        haul_collect_core::plugin::WriterContext { job: "j".into(), run_id: "r".into(), shard_id: "s".into() };
+    let mut writer = sink.open(&context).await.unwrap();
+    let mut batch = numbered_batch(1, 3);
+    batch.rows[1][1] = haul_collect_core::Value::String("a\0b".into());
+    let error = format!("{:#}", writer.write(&batch).await.unwrap_err());
+    assert!(error.contains("row 2") && error.contains("column `name`") && error.contains("NUL"), "{error}");
+    assert!(!error.contains("a\0b"));
+    writer.abort().await.unwrap();
     db.drop_tables().await;
 }

@@ -25,7 +25,8 @@ impl Relation {
     pub fn sql_from(&self, dialect: Dialect) -> String {
         match self {
             Relation::Table(table) => dialect.quote(table),
-            Relation::Query(query) => format!("({}) AS {QUERY_ALIAS}", query.trim().trim_end_matches(';')),
+            // The line end keeps a trailing `-- comment` from swallowing the parenthesis.
+            Relation::Query(query) => format!("({}\n) AS {QUERY_ALIAS}", query.trim().trim_end_matches(';')),
         }
     }
 
@@ -110,6 +111,23 @@ pub async fn primary_key(database: &Database, table: &Ident) -> anyhow::Result<V
     Ok(rows.into_iter().flatten().collect())
 }
 
+/// MySQL's unique indexes of `table`, each with its columns in index order;
+/// the primary key is the index named `PRIMARY`.
+pub async fn mysql_unique_indexes(database: &Database, table: &Ident) -> anyhow::Result<Vec<(String, Vec<String>)>> {
+    let sql = "SELECT CAST(index_name AS CHAR), CAST(column_name AS CHAR) FROM information_schema.statistics \
+               WHERE table_name = ? AND table_schema = COALESCE(?, DATABASE()) AND non_unique = 0 \
+               ORDER BY index_name, seq_in_index";
+    let mut indexes: Vec<(String, Vec<String>)> = Vec::new();
+    for row in catalog_strings(database, sql, table, 2).await? {
+        let [index, column] = <[String; 2]>::try_from(row).map_err(|row| anyhow::anyhow!("unexpected row {row:?}"))?;
+        match indexes.last_mut() {
+            Some((name, columns)) if *name == index => columns.push(column),
+            _ => indexes.push((index, vec![column])),
+        }
+    }
+    Ok(indexes)
+}
+
 /// Runs a catalog query whose parameters are the table (quoted for
 /// PostgreSQL's regclass; name then schema elsewhere) and whose result
 /// columns are `width` strings.
@@ -149,7 +167,7 @@ async fn catalog_strings(
 pub enum SplitKey {
     /// A column whose unique values order the rows.
     Column(Column),
-    /// No usable key; the reason, for a table (a query is read as one shard).
+    /// No usable key, and why.
     Missing(String),
 }
 
@@ -166,6 +184,8 @@ pub struct Shape {
     pub split_key: SplitKey,
     /// Whether the split key was named by the user (it may then hold NULLs).
     pub split_key_given: bool,
+    /// The table's primary key columns: empty for a query or a table without one.
+    pub primary_key: Vec<Column>,
 }
 
 impl Shape {
@@ -189,18 +209,23 @@ impl Shape {
             Some(names) => names.iter().map(find).collect::<anyhow::Result<_>>()?,
             None => columns.clone(),
         };
-        let split_key = match (split_key, &relation) {
-            (Some(name), _) => SplitKey::Column(find(name)?),
-            (None, Relation::Query(_)) => SplitKey::Missing("a query has no primary key".into()),
-            (None, Relation::Table(table)) => match primary_key(database, table).await?.as_slice() {
-                [single] => SplitKey::Column(find(&Ident::column(single)?)?),
-                [] => SplitKey::Missing(format!("table `{table}` has no primary key")),
-                several => {
-                    SplitKey::Missing(format!("table `{table}` has a composite primary key ({})", several.join(", ")))
-                }
-            },
+        let primary_key_names = match &relation {
+            Relation::Table(table) => primary_key(database, table).await?,
+            Relation::Query(_) => Vec::new(),
         };
-        Ok(Shape { relation, filter, columns, selected, split_key, split_key_given })
+        let primary_key =
+            primary_key_names.iter().map(|name| find(&Ident::column(name)?)).collect::<anyhow::Result<Vec<_>>>()?;
+        let split_key = match (split_key, &relation, primary_key.as_slice()) {
+            (Some(name), _, _) => SplitKey::Column(find(name)?),
+            (None, Relation::Query(_), _) => SplitKey::Missing("a query has no primary key".into()),
+            (None, Relation::Table(_), [single]) => SplitKey::Column(single.clone()),
+            (None, Relation::Table(table), []) => SplitKey::Missing(format!("table `{table}` has no primary key")),
+            (None, Relation::Table(table), _) => SplitKey::Missing(format!(
+                "table `{table}` has a composite primary key ({})",
+                primary_key_names.join(", ")
+            )),
+        };
+        Ok(Shape { relation, filter, columns, selected, split_key, split_key_given, primary_key })
     }
 
     /// A column of the relation by name, for names read back from descriptors.

@@ -51,10 +51,9 @@ impl ConnectionUrl {
                 bail!("unsupported sql url scheme `{other}`: expected postgres, postgresql, mysql, mariadb or sqlite")
             }
         };
-        let without_query = rest.split('?').next().unwrap_or_default();
         let description = match dialect {
-            Dialect::Sqlite => format!("sqlite://{without_query}"),
-            _ => describe_network(dialect, without_query, default_port),
+            Dialect::Sqlite => format!("sqlite://{}", rest.split('?').next().unwrap_or_default()),
+            _ => describe_network(dialect, rest, default_port),
         };
         let secret = match scheme {
             "mariadb" => SecretString::from(format!("mysql://{rest}")),
@@ -69,9 +68,13 @@ impl ConnectionUrl {
     }
 }
 
+/// `driver://host:port/db` from what follows `driver://`. The user and
+/// password end at the last `@`: a password may hold `@`, `/`, `?` or `:`
+/// unescaped, so nothing before that `@` is ever shown.
 fn describe_network(dialect: Dialect, rest: &str, default_port: u16) -> String {
-    let (authority, database) = rest.split_once('/').unwrap_or((rest, ""));
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let after_credentials = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let without_query = after_credentials.split('?').next().unwrap_or_default();
+    let (host_port, database) = without_query.split_once('/').unwrap_or((without_query, ""));
     let host_port = if host_port.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()) {
         host_port.to_string()
     } else {
@@ -88,7 +91,8 @@ pub enum Database {
     Sqlite(SqlitePool),
 }
 
-/// Whether a missing SQLite file may be created (sinks) or not (sources).
+/// How a pool uses the database: sources read (a SQLite file is opened
+/// read-only), sinks write (a missing SQLite file is created, in WAL mode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
     Read,
@@ -114,7 +118,12 @@ impl Database {
                     .create_if_missing(access == Access::Write)
                     .busy_timeout(SQLITE_BUSY_TIMEOUT);
                 let in_memory = text.contains(":memory:") || text.contains("mode=memory");
-                let options = if in_memory { options } else { options.journal_mode(SqliteJournalMode::Wal) };
+                // A source leaves the user's database as it is: read-only, journal mode unchanged.
+                let options = match access {
+                    Access::Read => options.read_only(!in_memory),
+                    Access::Write if in_memory => options,
+                    Access::Write => options.journal_mode(SqliteJournalMode::Wal),
+                };
                 // Every connection to an in-memory database is a different database.
                 let connections = if in_memory { 1 } else { MAX_CONNECTIONS };
                 Database::Sqlite(SqlitePoolOptions::new().max_connections(connections).connect_lazy_with(options))
@@ -160,6 +169,32 @@ mod tests {
         assert_eq!(url.description(), "mysql://127.0.0.1:3307/test");
         assert_eq!(ConnectionUrl::parse("sqlite::memory:").unwrap().description(), "sqlite://:memory:");
         assert_eq!(ConnectionUrl::parse("sqlite:///tmp/a.db?mode=rwc").unwrap().description(), "sqlite:///tmp/a.db");
+    }
+
+    #[test]
+    fn passwords_with_url_characters_stay_hidden() {
+        let url = ConnectionUrl::parse("postgres://me:se?cret@db/x").unwrap();
+        assert_eq!(url.description(), "postgres://db:5432/x");
+        let url = ConnectionUrl::parse("mysql://me:a/b@c:d@db:3307/x?ssl=true").unwrap();
+        assert_eq!(url.description(), "mysql://db:3307/x");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn descriptions_never_hold_the_password(
+            secret in "[ -~\u{a0}-\u{17f}]{0,24}",
+            host in "[a-z][a-z0-9.-]{0,12}",
+            query in proptest::option::of("[a-z=&]{0,10}"),
+        ) {
+            let password = format!("Pw{secret}");
+            let query = query.map(|query| format!("?{query}")).unwrap_or_default();
+            let url = format!("postgres://user:{password}@{host}/sales{query}");
+            if let Ok(url) = ConnectionUrl::parse(&url) {
+                let debug = format!("{url:?}");
+                proptest::prop_assert!(!url.description().contains(&password), "{}", url.description());
+                proptest::prop_assert!(!debug.contains(&password));
+            }
+        }
     }
 
     #[test]

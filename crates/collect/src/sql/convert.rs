@@ -3,8 +3,11 @@
 //! (typed by the column they belong to), and into PostgreSQL's text input
 //! form, used both for bound parameters and for `COPY`.
 
+use std::io::{self, Write};
+
 use anyhow::{Context, bail};
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Timelike, Utc};
+use haul_collect_core::value::write_hex;
 use haul_collect_core::{DataType, Value};
 
 /// Reads a value saved as JSON (by [`Value::to_json`]) back as `data_type`.
@@ -20,7 +23,15 @@ pub fn value_from_json(json: &serde_json::Value, data_type: DataType) -> anyhow:
     let value = match data_type {
         DataType::Int => match json.as_i64() {
             Some(int) => Value::Int(int),
-            None => Value::Int(text().parse().with_context(|| format!("`{json}` is not an integer"))?),
+            None => {
+                let text = text();
+                match (text.parse::<i64>(), text.parse::<u64>()) {
+                    (Ok(int), _) => Value::Int(int),
+                    // An unsigned value above i64::MAX, decoded as a decimal.
+                    (Err(_), Ok(_)) => Value::Decimal(text),
+                    (Err(_), Err(_)) => bail!("`{json}` is not an integer"),
+                }
+            }
         },
         DataType::Float => match json.as_f64() {
             Some(float) => Value::Float(float),
@@ -72,27 +83,61 @@ fn parse_hex(text: &str) -> anyhow::Result<Vec<u8>> {
 
 /// The value in PostgreSQL's text input syntax; `None` for NULL.
 pub fn postgres_text(value: &Value) -> Option<String> {
-    Some(match value {
-        Value::Null => return None,
-        Value::Bool(b) => if *b { "t" } else { "f" }.to_string(),
-        Value::Int(int) => int.to_string(),
-        Value::Float(float) if float.is_nan() => "NaN".to_string(),
-        Value::Float(float) if float.is_infinite() => if *float > 0.0 { "Infinity" } else { "-Infinity" }.to_string(),
-        Value::Float(float) => float.to_string(),
-        Value::Decimal(text) | Value::String(text) => text.clone(),
-        Value::Bytes(bytes) => {
-            let mut text = String::with_capacity(2 + bytes.len() * 2);
-            text.push_str("\\x");
-            for byte in bytes {
-                text.push_str(&format!("{byte:02x}"));
-            }
-            text
+    let mut text = Vec::new();
+    match write_postgres_text(&mut text, value) {
+        Ok(true) => String::from_utf8(text).ok(),
+        Ok(false) | Err(_) => None,
+    }
+}
+
+/// Writes the value in PostgreSQL's text input syntax straight into `out`,
+/// without building it first; false for NULL, which writes nothing.
+pub fn write_postgres_text(out: &mut impl Write, value: &Value) -> io::Result<bool> {
+    match value {
+        Value::Null => return Ok(false),
+        Value::Bool(b) => out.write_all(if *b { b"t" } else { b"f" })?,
+        Value::Int(int) => write!(out, "{int}")?,
+        Value::Float(float) if float.is_nan() => out.write_all(b"NaN")?,
+        Value::Float(float) if float.is_infinite() => {
+            out.write_all(if *float > 0.0 { b"Infinity" } else { b"-Infinity" })?
         }
-        Value::Date(date) => date.format("%Y-%m-%d").to_string(),
-        Value::Timestamp(time) => time.format("%Y-%m-%d %H:%M:%S%.f").to_string(),
-        Value::TimestampTz(time) => time.format("%Y-%m-%d %H:%M:%S%.f+00").to_string(),
-        Value::Json(json) => json.to_string(),
-    })
+        Value::Float(float) => write!(out, "{float}")?,
+        Value::Decimal(text) | Value::String(text) => out.write_all(text.as_bytes())?,
+        Value::Bytes(bytes) => {
+            out.write_all(b"\\x")?;
+            let mut written = Ok(());
+            write_hex(bytes, |digits| {
+                if written.is_ok() {
+                    written = out.write_all(digits.as_bytes());
+                }
+            });
+            written?
+        }
+        Value::Date(date) => write_date(out, *date)?,
+        Value::Timestamp(time) => write_timestamp(out, *time)?,
+        Value::TimestampTz(time) => {
+            write_timestamp(out, time.naive_utc())?;
+            out.write_all(b"+00")?
+        }
+        Value::Json(json) => serde_json::to_writer(&mut *out, json)?,
+    }
+    Ok(true)
+}
+
+fn write_date(out: &mut impl Write, date: NaiveDate) -> io::Result<()> {
+    write!(out, "{:04}-{:02}-{:02}", date.year(), date.month(), date.day())
+}
+
+/// `YYYY-MM-DD HH:MM:SS[.fffffffff]`.
+fn write_timestamp(out: &mut impl Write, time: NaiveDateTime) -> io::Result<()> {
+    write_date(out, time.date())?;
+    // chrono keeps a leap second as nanoseconds past 1e9.
+    let (leap, nanos) = (time.nanosecond() / 1_000_000_000, time.nanosecond() % 1_000_000_000);
+    write!(out, " {:02}:{:02}:{:02}", time.hour(), time.minute(), time.second() + leap)?;
+    if nanos != 0 {
+        write!(out, ".{nanos:09}")?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -119,6 +164,8 @@ mod tests {
             assert_eq!(value_from_json(&value.to_json(), data_type).unwrap(), value, "{data_type:?}");
         }
         assert!(value_from_json(&json!("x"), DataType::Int).is_err());
+        let above_i64 = Value::Decimal(u64::MAX.to_string());
+        assert_eq!(value_from_json(&above_i64.to_json(), DataType::Int).unwrap(), above_i64);
     }
 
     #[test]
@@ -134,5 +181,11 @@ mod tests {
         assert_eq!(postgres_text(&Value::Bytes(vec![1, 171])).unwrap(), "\\x01ab");
         assert_eq!(postgres_text(&Value::Float(f64::NEG_INFINITY)).unwrap(), "-Infinity");
         assert_eq!(postgres_text(&Value::Null), None);
+        let time = parse_timestamp("2024-01-02 03:04:05.25").unwrap();
+        assert_eq!(postgres_text(&Value::Timestamp(time)).unwrap(), "2024-01-02 03:04:05.250000000");
+        assert_eq!(postgres_text(&Value::TimestampTz(time.and_utc())).unwrap(), "2024-01-02 03:04:05.250000000+00");
+        assert_eq!(postgres_text(&Value::Date(time.date())).unwrap(), "2024-01-02");
+        assert_eq!(postgres_text(&Value::Float(0.1)).unwrap(), "0.1");
+        assert_eq!(postgres_text(&Value::Json(json!({"a": "b"}))).unwrap(), "{\"a\":\"b\"}");
     }
 }

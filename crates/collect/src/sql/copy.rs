@@ -1,38 +1,63 @@
 //! PostgreSQL `COPY … FROM STDIN` text format: one line per row, fields
 //! separated by tabs, NULL as `\N`, and backslash, tab, newline and carriage
-//! return escaped with a backslash.
+//! return escaped with a backslash. Text cannot hold a NUL character.
+
+use std::io::{self, Write};
 
 use haul_collect_core::Value;
 
-use super::convert::postgres_text;
+use super::convert::write_postgres_text;
 
-/// Appends one row in COPY text format, newline included.
-pub fn push_copy_row(buffer: &mut String, row: &[Value]) {
-    for (index, value) in row.iter().enumerate() {
-        if index > 0 {
-            buffer.push('\t');
-        }
-        match postgres_text(value) {
-            None => buffer.push_str("\\N"),
-            Some(text) => push_escaped(buffer, &text),
-        }
-    }
-    buffer.push('\n');
+/// Why a row cannot be sent: PostgreSQL text cannot hold a NUL character.
+#[derive(Debug, PartialEq, Eq)]
+pub struct NulInField {
+    /// The field's index in the row.
+    pub field: usize,
 }
 
-fn push_escaped(buffer: &mut String, text: &str) {
-    if !text.contains(['\\', '\t', '\n', '\r']) {
-        buffer.push_str(text);
-        return;
-    }
-    for c in text.chars() {
-        match c {
-            '\\' => buffer.push_str("\\\\"),
-            '\t' => buffer.push_str("\\t"),
-            '\n' => buffer.push_str("\\n"),
-            '\r' => buffer.push_str("\\r"),
-            other => buffer.push(other),
+/// Appends one row in COPY text format, newline included, writing each value
+/// straight into `buffer`. On error the buffer holds part of the row.
+pub fn push_copy_row(buffer: &mut Vec<u8>, row: &[Value]) -> Result<(), NulInField> {
+    for (index, value) in row.iter().enumerate() {
+        if index > 0 {
+            buffer.push(b'\t');
         }
+        match write_postgres_text(&mut Escaped(buffer), value) {
+            Ok(true) => {}
+            Ok(false) => buffer.extend_from_slice(b"\\N"),
+            Err(_) => return Err(NulInField { field: index }),
+        }
+    }
+    buffer.push(b'\n');
+    Ok(())
+}
+
+/// Writes into a buffer with backslash, tab, newline and carriage return
+/// escaped; a NUL byte is an error. The escaped bytes are ASCII, so UTF-8
+/// text stays valid.
+struct Escaped<'a>(&'a mut Vec<u8>);
+
+impl Write for Escaped<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let mut rest = bytes;
+        while let Some(position) = rest.iter().position(|byte| matches!(byte, b'\\' | b'\t' | b'\n' | b'\r' | 0)) {
+            self.0.extend_from_slice(&rest[..position]);
+            let escaped: &[u8] = match rest[position] {
+                b'\\' => b"\\\\",
+                b'\t' => b"\\t",
+                b'\n' => b"\\n",
+                b'\r' => b"\\r",
+                _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "a NUL character")),
+            };
+            self.0.extend_from_slice(escaped);
+            rest = &rest[position + 1..];
+        }
+        self.0.extend_from_slice(rest);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -65,21 +90,34 @@ mod tests {
 
     #[test]
     fn escapes_specials_and_nulls() {
-        let mut buffer = String::new();
+        let mut buffer = Vec::new();
         let row = [Value::Null, Value::String("a\tb\nc\\d\re".into()), Value::Int(7), Value::String("\\N".into())];
-        push_copy_row(&mut buffer, &row);
-        assert_eq!(buffer, "\\N\ta\\tb\\nc\\\\d\\re\t7\t\\\\N\n");
-        let mut buffer = String::new();
-        push_copy_row(&mut buffer, &[Value::Bytes(vec![0xde, 0xad])]);
-        assert_eq!(buffer, "\\\\xdead\n");
+        push_copy_row(&mut buffer, &row).unwrap();
+        assert_eq!(buffer, b"\\N\ta\\tb\\nc\\\\d\\re\t7\t\\\\N\n");
+        let mut buffer = Vec::new();
+        push_copy_row(&mut buffer, &[Value::Bytes(vec![0xde, 0xad])]).unwrap();
+        assert_eq!(buffer, b"\\\\xdead\n");
+        let json = Value::Json(serde_json::json!({"k": "tab\there"}));
+        let mut buffer = Vec::new();
+        push_copy_row(&mut buffer, &[json]).unwrap();
+        assert_eq!(buffer, b"{\"k\":\"tab\\\\there\"}\n");
+    }
+
+    #[test]
+    fn a_nul_character_names_its_field() {
+        let row = [Value::Int(1), Value::String("a\0b".into())];
+        assert_eq!(push_copy_row(&mut Vec::new(), &row), Err(NulInField { field: 1 }));
     }
 
     proptest! {
         #[test]
         fn rows_split_back_into_their_fields(fields in proptest::collection::vec(proptest::option::of(".*"), 1..6)) {
             let row: Vec<Value> = fields.iter().map(|f| f.clone().map_or(Value::Null, Value::String)).collect();
-            let mut buffer = String::new();
-            push_copy_row(&mut buffer, &row);
+            let mut buffer = Vec::new();
+            let nul = fields.iter().flatten().any(|field| field.contains('\0'));
+            prop_assert_eq!(push_copy_row(&mut buffer, &row).is_err(), nul);
+            prop_assume!(!nul);
+            let buffer = String::from_utf8(buffer).unwrap();
             let line = buffer.strip_suffix('\n').unwrap();
             prop_assert!(!line.contains('\n'));
             let parsed: Vec<Option<String>> = line.split('\t').map(unescape_field).collect();

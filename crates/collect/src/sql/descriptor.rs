@@ -28,10 +28,9 @@ pub struct ShardDescriptor {
 pub enum Span {
     /// `lower <= key < upper`, ordered by key, resumed after the last key read.
     KeyRange { key: String, lower: Option<serde_json::Value>, upper: Option<serde_json::Value> },
-    /// The rows whose split key is NULL, resumed by position.
+    /// The rows whose split key is NULL, ordered by the table's primary key
+    /// and resumed by position.
     KeyIsNull { key: String },
-    /// Everything (a query without `split_key`), resumed by position.
-    Whole,
 }
 
 /// The incremental window `after < cursor <= upto`. Without `upto` the table
@@ -95,7 +94,8 @@ impl<'a> Conditions<'a> {
             column.name
         );
         let quoted = self.dialect.quote(&super::dialect::Ident::column(&column.name)?);
-        self.and().push(&quoted).push(" ").push(op).push(" ").push_bind(value, type_name);
+        let compared = self.dialect.comparable(&quoted, &column.column_type);
+        self.and().push(&compared).push(" ").push(op).push(" ").push_compared(value, &column.column_type);
         Ok(())
     }
 
@@ -136,6 +136,30 @@ impl<'a> Conditions<'a> {
             let field = shape.column(&range.field)?;
             self.compare(field, ">=", &range.from)?;
             self.compare(field, "<", &range.to)?;
+        }
+        Ok(())
+    }
+
+    /// The rows of one shard: the run's filters, then its span of the split
+    /// key, after the key value `after` when resuming.
+    pub fn shard(
+        &mut self,
+        shape: &Shape,
+        descriptor: &ShardDescriptor,
+        after: Option<&serde_json::Value>,
+    ) -> anyhow::Result<()> {
+        self.run_filters(shape, descriptor.window.as_ref(), descriptor.range.as_ref())?;
+        match &descriptor.span {
+            Span::KeyRange { key, lower, upper } => {
+                let key = shape.column(key)?;
+                self.null_check(key, false)?;
+                for (op, bound) in [(">=", lower.as_ref()), ("<", upper.as_ref()), (">", after)] {
+                    if let Some(bound) = bound {
+                        self.compare(key, op, bound)?;
+                    }
+                }
+            }
+            Span::KeyIsNull { key } => self.null_check(shape.column(key)?, true)?,
         }
         Ok(())
     }

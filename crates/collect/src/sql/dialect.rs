@@ -173,6 +173,19 @@ impl Dialect {
         }
     }
 
+    /// The expression that orders and compares `operand` (a quoted column or a
+    /// placeholder) as a value of `column`: SQLite stores times as text in
+    /// several forms ("2024-01-02 10:00:00", "2024-01-02T10:00:00.5", unix
+    /// seconds) that only `julianday` orders correctly, to the millisecond.
+    pub fn comparable(self, operand: &str, column: &ColumnType) -> String {
+        match (self, column.data_type) {
+            (Dialect::Sqlite, DataType::Date | DataType::Timestamp | DataType::TimestampTz) => {
+                format!("julianday({operand}, 'auto')")
+            }
+            _ => operand.to_string(),
+        }
+    }
+
     /// Resolves a column's type from the name the driver (or SQLite's declared
     /// type) gives it.
     pub fn column_type(self, type_name: &str) -> ColumnType {
@@ -319,6 +332,14 @@ mod tests {
         assert_eq!(Dialect::MySql.quote(&table), "`public`.`users`");
         assert_eq!(Dialect::Postgres.placeholder(3), "$3");
         assert_eq!(Dialect::MySql.placeholder(3), "?");
+    }
+
+    #[test]
+    fn sqlite_times_compare_by_julian_day() {
+        let time = Dialect::Sqlite.column_type("DATETIME");
+        assert_eq!(Dialect::Sqlite.comparable("?", &time), "julianday(?, 'auto')");
+        assert_eq!(Dialect::Sqlite.comparable("\"id\"", &Dialect::Sqlite.column_type("INTEGER")), "\"id\"");
+        assert_eq!(Dialect::Postgres.comparable("\"t\"", &Dialect::Postgres.column_type("TIMESTAMP")), "\"t\"");
     }
 
     #[test]

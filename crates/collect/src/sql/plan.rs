@@ -2,6 +2,10 @@
 //! between quantile boundaries, and half-open shard ranges built from sorted
 //! boundaries. Pure functions; the queries that feed them live in the planner.
 
+/// The most shards a source may plan: beyond, per-shard overhead dominates
+/// and the plan itself becomes large.
+pub const MAX_SHARDS: usize = 100_000;
+
 /// Boundaries that cut `[min, max]` into at most `shards` ranges of nearly
 /// equal width: strictly increasing, each in `(min, max]`.
 pub fn even_boundaries(min: i64, max: i64, shards: usize) -> Vec<i64> {
@@ -9,7 +13,7 @@ pub fn even_boundaries(min: i64, max: i64, shards: usize) -> Vec<i64> {
         return Vec::new();
     }
     let width = i128::from(max) - i128::from(min) + 1;
-    let shards = (shards as i128).min(width);
+    let shards = (shards.min(MAX_SHARDS) as i128).min(width);
     let mut boundaries: Vec<i64> = Vec::with_capacity(shards as usize - 1);
     for index in 1..shards {
         let boundary = (i128::from(min) + width * index / shards) as i64;
@@ -66,6 +70,13 @@ mod tests {
         assert_eq!(ranges(&[26, 51]), vec![(None, Some(26)), (Some(26), Some(51)), (Some(51), None)]);
         assert_eq!(ranges::<i64>(&[]), vec![(None, None)]);
         assert_eq!(shard_id(3), "k0003");
+    }
+
+    #[test]
+    fn the_widest_split_stays_in_range() {
+        let boundaries = even_boundaries(i64::MIN, i64::MAX, usize::MAX);
+        assert_eq!(boundaries.len(), MAX_SHARDS - 1);
+        assert!(boundaries.windows(2).all(|pair| pair[0] < pair[1]));
     }
 
     #[test]

@@ -1,15 +1,23 @@
 //! Planning a SQL source run: the incremental window or range bounds, then
 //! the split key's boundaries over the rows they cover (even ranges between
 //! MIN and MAX for integer keys, quantiles otherwise), turned into half-open
-//! key-range shards plus, for a nullable key, one `key IS NULL` shard.
+//! key-range shards plus, for a nullable key, one `key IS NULL` shard (read in
+//! primary key order, so a table without a primary key cannot have one).
+//!
+//! An incremental run reads `previous mark - lookback < cursor <= current
+//! max`. A row committed late with a cursor at or below the previous mark
+//! (a long transaction, a clock behind) is only collected when the lookback
+//! reaches back to it, and then again with its neighbours: use an upsert
+//! sink. A row whose cursor is NULL is never collected incrementally; the
+//! planner warns with their count.
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use haul_collect_core::job::Mode;
 use haul_collect_core::{DataType, Plan, PlanContext, ShardSpec, Value};
 use haul_common::duration::HumanDuration;
 use serde::Deserialize;
 
-use super::catalog::{Relation, Shape, SplitKey};
+use super::catalog::{Shape, SplitKey};
 use super::connection::Database;
 use super::convert::value_from_json;
 use super::decode::Column;
@@ -63,12 +71,10 @@ pub async fn plan(
     let mut shards = Vec::new();
     match &shape.split_key {
         SplitKey::Missing(reason) => {
-            if let Relation::Table(_) = shape.relation {
-                bail!(
-                    "{reason}: set `split_key` to a unique, non-null column so the table can be split into shards and resumed"
-                );
-            }
-            shards.push(ShardSpec { id: "whole".into(), descriptor: descriptor(Span::Whole).to_json() });
+            bail!(
+                "{reason}: set `split_key` to a unique, non-null column so the {} can be split into shards and resumed",
+                shape.relation.describe()
+            );
         }
         SplitKey::Column(key) => {
             let runs = Runs { database, shape, window: window.as_ref(), range: range.as_ref() };
@@ -78,6 +84,14 @@ pub async fn plan(
                 shards.push(ShardSpec { id: shard_id(index), descriptor: descriptor(span).to_json() });
             }
             if shape.split_key_given && runs.key_has_nulls(key).await? {
+                if shape.primary_key.is_empty() {
+                    bail!(
+                        "split key `{}` holds NULLs, and the {} has no primary key to read them in a stable order: \
+                         choose a non-null split key or leave the NULLs out with `where`",
+                        key.name,
+                        shape.relation.describe()
+                    );
+                }
                 let span = Span::KeyIsNull { key: key.name.clone() };
                 shards.push(ShardSpec { id: NULL_SHARD_ID.into(), descriptor: descriptor(span).to_json() });
             }
@@ -104,15 +118,20 @@ async fn incremental_window(
         }
         None => None,
     };
-    let mut statement = Statement::new(database.dialect());
-    let quoted = database.dialect().quote(&Ident::column(&cursor.name)?);
-    let max = database.dialect().select_expr(&format!("MAX({quoted})"), &cursor.column_type);
-    statement.push(&format!("SELECT {max} FROM {}", shape.relation.sql_from(database.dialect())));
-    let mut conditions = Conditions::new(&mut statement, database.dialect());
+    warn_of_null_cursors(database, shape, cursor).await?;
+    // The greatest cursor, in the order the window compares cursors in.
+    let dialect = database.dialect();
+    let quoted = dialect.quote(&Ident::column(&cursor.name)?);
+    let mut statement = Statement::new(dialect);
+    let select = dialect.select_expr(&quoted, &cursor.column_type);
+    statement.push(&format!("SELECT {select} FROM {}", shape.relation.sql_from(dialect)));
+    let mut conditions = Conditions::new(&mut statement, dialect);
     conditions.run_filters(shape, None, None)?;
+    conditions.null_check(cursor, false)?;
     if let Some(after) = &after {
         conditions.compare(cursor, ">", after)?;
     }
+    statement.push(&format!(" ORDER BY {} DESC LIMIT 1", dialect.comparable(&quoted, &cursor.column_type)));
     let upto = single_value(database, &statement, cursor).await.context("reading the incremental cursor's maximum")?;
     let upto = (!upto.is_null()).then(|| upto.to_json());
     let next_state = match &upto {
@@ -122,26 +141,50 @@ async fn incremental_window(
     Ok((Some(Window { cursor: cursor.name.clone(), after, upto }), next_state))
 }
 
-/// The previous high-water mark lowered by the lookback margin: a number for
-/// numeric cursors, a duration ("10m") for time cursors.
+/// Warns when rows have a NULL cursor: incremental runs never read them.
+async fn warn_of_null_cursors(database: &Database, shape: &Shape, cursor: &Column) -> anyhow::Result<()> {
+    let mut statement = Statement::new(database.dialect());
+    statement.push(&format!("SELECT COUNT(*) FROM {}", shape.relation.sql_from(database.dialect())));
+    let mut conditions = Conditions::new(&mut statement, database.dialect());
+    conditions.run_filters(shape, None, None)?;
+    conditions.null_check(cursor, true)?;
+    let count = single_value(database, &statement, &Column::bigint(database.dialect(), "count")).await?;
+    if let Value::Int(rows) = count
+        && rows > 0
+    {
+        tracing::warn!(cursor = %cursor.name, rows, "rows with a NULL cursor are never read in incremental mode");
+    }
+    Ok(())
+}
+
+/// The previous high-water mark lowered by the lookback margin: a
+/// non-negative number for numeric cursors, a duration ("10m") for time
+/// cursors.
 fn subtract_lookback(previous: Value, lookback: Option<&serde_json::Value>) -> anyhow::Result<Value> {
     let Some(lookback) = lookback else { return Ok(previous) };
     let duration = || -> anyhow::Result<chrono::Duration> {
         let text = lookback.as_str().context("a time cursor needs a duration lookback such as \"10m\"")?;
         let duration: HumanDuration = text.parse()?;
-        Ok(chrono::Duration::from_std(duration.0)?)
+        chrono::Duration::from_std(duration.0).context("the lookback is too long")
     };
+    let too_far = || anyhow::anyhow!("the lookback reaches before the earliest time haul can represent");
     Ok(match previous {
         Value::Int(int) => {
             let margin = lookback.as_i64().context("an integer cursor needs an integer lookback")?;
+            ensure!(margin >= 0, "the lookback must not be negative, got {margin}");
             Value::Int(int.saturating_sub(margin))
         }
         Value::Float(float) => {
-            Value::Float(float - lookback.as_f64().context("a numeric cursor needs a numeric lookback")?)
+            let margin = lookback.as_f64().context("a numeric cursor needs a numeric lookback")?;
+            ensure!(margin >= 0.0 && margin.is_finite(), "the lookback must be a non-negative number, got {margin}");
+            Value::Float(float - margin)
         }
-        Value::Timestamp(time) => Value::Timestamp(time - duration()?),
-        Value::TimestampTz(time) => Value::TimestampTz(time - duration()?),
-        Value::Date(date) => Value::Date((date.and_hms_opt(0, 0, 0).context("midnight")? - duration()?).date()),
+        Value::Timestamp(time) => Value::Timestamp(time.checked_sub_signed(duration()?).ok_or_else(too_far)?),
+        Value::TimestampTz(time) => Value::TimestampTz(time.checked_sub_signed(duration()?).ok_or_else(too_far)?),
+        Value::Date(date) => {
+            let midnight = date.and_hms_opt(0, 0, 0).context("midnight")?;
+            Value::Date(midnight.checked_sub_signed(duration()?).ok_or_else(too_far)?.date())
+        }
         other => bail!("lookback is not supported for a cursor holding {other:?}"),
     })
 }
@@ -223,7 +266,8 @@ impl Runs<'_> {
             return Ok(Vec::new());
         }
         let quoted = self.dialect().quote(&Ident::column(&key.name)?);
-        let inner = format!("{quoted} AS haul_key, ROW_NUMBER() OVER (ORDER BY {quoted}) AS haul_rn");
+        let order = self.dialect().comparable(&quoted, &key.column_type);
+        let inner = format!("{quoted} AS haul_key, ROW_NUMBER() OVER (ORDER BY {order}) AS haul_rn");
         let mut statement = Statement::new(self.dialect());
         statement.push(&format!("SELECT {} FROM (", self.dialect().select_expr("haul_key", &key.column_type)));
         self.select_into(&mut statement, &inner, Some((key, false)))?;
@@ -263,5 +307,18 @@ mod tests {
         assert_eq!(subtract_lookback(Value::Timestamp(time), Some(&json!("10m"))).unwrap(), Value::Timestamp(earlier));
         assert!(subtract_lookback(Value::Timestamp(time), Some(&json!(10))).is_err());
         assert!(subtract_lookback(Value::Int(1), Some(&json!("10m"))).is_err());
+    }
+
+    #[test]
+    fn negative_and_huge_lookbacks_are_errors() {
+        let error = subtract_lookback(Value::Int(100), Some(&json!(-5))).unwrap_err().to_string();
+        assert!(error.contains("must not be negative"), "{error}");
+        assert!(subtract_lookback(Value::Float(1.0), Some(&json!(-0.5))).is_err());
+        let time = super::super::convert::parse_timestamp("0001-01-01 00:00:00").unwrap();
+        let huge = json!("100000000000d");
+        let error = subtract_lookback(Value::Timestamp(time), Some(&huge)).unwrap_err().to_string();
+        assert!(error.contains("earliest time"), "{error}");
+        assert!(subtract_lookback(Value::TimestampTz(time.and_utc()), Some(&huge)).is_err());
+        assert!(subtract_lookback(Value::Date(time.date()), Some(&huge)).is_err());
     }
 }

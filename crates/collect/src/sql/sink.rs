@@ -4,7 +4,7 @@
 //! appends and is at-least-once. A missing table is created from the first
 //! batch's schema.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use anyhow::{Context, bail, ensure};
@@ -12,12 +12,13 @@ use async_trait::async_trait;
 use haul_collect_core::plugin::WriterContext;
 use haul_collect_core::registry::{OptionInfo, Plugin, PluginInfo, Role};
 use haul_collect_core::{Batch, Delivery, Schema, ShardWriter, Sink};
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::sync::OnceCell;
 
-use super::catalog::{Relation, primary_key, relation_columns};
+use super::catalog::{Relation, mysql_unique_indexes, primary_key, relation_columns};
 use super::connection::{Access, ConnectionUrl, Database};
-use super::dialect::Ident;
+use super::dialect::{Dialect, Ident};
 use super::statement::Statement;
 use super::write::{OnConflict, SinkTransaction};
 
@@ -36,7 +37,7 @@ pub enum WriteMode {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SqlSinkConfig {
-    pub url: String,
+    pub url: SecretString,
     pub table: String,
     #[serde(default)]
     pub mode: WriteMode,
@@ -76,7 +77,13 @@ impl Plugin for SqlSinkPlugin {
                     Some("insert"),
                     "insert (append, at-least-once) or upsert (by key, idempotent)",
                 ),
-                option("key", "array", Some("primary key"), "the key columns of upserts and of a created table"),
+                option(
+                    "key",
+                    "array",
+                    Some("primary key"),
+                    "the key columns of upserts and of a created table; on MySQL/MariaDB it must be the table's \
+                     primary key (or its only unique key), since an upsert replaces the row matching any unique key",
+                ),
                 option("create_table", "boolean", Some("true"), "create a missing table from the first batch's schema"),
             ],
         }
@@ -117,7 +124,7 @@ impl SqlSink {
         };
         Ok(SqlSink {
             shared: Arc::new(SinkShared {
-                url: ConnectionUrl::parse(&config.url)?,
+                url: ConnectionUrl::parse(config.url.expose_secret())?,
                 table: Ident::table(&config.table)?,
                 mode: config.mode,
                 key,
@@ -184,16 +191,47 @@ impl SinkShared {
         let key = self
             .upsert_key
             .get_or_try_init(|| async {
+                let database = self.database().await?;
                 if let Some(key) = &self.key {
+                    if database.dialect() == Dialect::MySql {
+                        self.check_mysql_key(database, key).await?;
+                    }
                     return Ok(key.clone());
                 }
-                let database = self.database().await?;
                 let key = primary_key(database, &self.table).await?;
                 ensure!(!key.is_empty(), "upsert into {} needs `key`: the table has no primary key", self.describe());
                 key.iter().map(|k| Ident::column(k)).collect()
             })
             .await?;
         Ok(key)
+    }
+}
+
+impl SinkShared {
+    /// MySQL's `ON DUPLICATE KEY UPDATE` fires on a conflict with any unique
+    /// index, so the key must be the primary key (or the only unique key).
+    async fn check_mysql_key(&self, database: &Database, key: &[Ident]) -> anyhow::Result<()> {
+        let indexes = mysql_unique_indexes(database, &self.table).await?;
+        let wanted: BTreeSet<&str> = key.iter().map(Ident::as_str).collect();
+        let primary = indexes.iter().find(|(name, _)| name == "PRIMARY").or(match indexes.as_slice() {
+            [only] => Some(only),
+            _ => None,
+        });
+        match primary {
+            Some((_, columns)) if columns.iter().map(String::as_str).collect::<BTreeSet<_>>() == wanted => Ok(()),
+            Some((name, columns)) => bail!(
+                "upsert `key` ({}) of {} is not its {} ({}): MySQL replaces the row matching any unique key",
+                key.iter().map(Ident::as_str).collect::<Vec<_>>().join(", "),
+                self.describe(),
+                if name == "PRIMARY" { "primary key".to_string() } else { format!("unique key `{name}`") },
+                columns.join(", ")
+            ),
+            None => bail!(
+                "upsert into {} needs the table's primary key as `key`: it has no primary key and {} unique keys",
+                self.describe(),
+                indexes.len()
+            ),
+        }
     }
 }
 

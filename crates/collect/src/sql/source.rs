@@ -1,6 +1,11 @@
 //! The `sql` source: reads a table or a query from PostgreSQL, MySQL/MariaDB
 //! or SQLite, split by a unique key into half-open key ranges read in
-//! parallel, each resumable after the last key it delivered.
+//! parallel, each resumable after the last key it delivered. A query must
+//! name its `split_key`: without one its rows have no order to resume in.
+//!
+//! A value that cannot be read as its column's type (text in an SQLite
+//! INTEGER column, a boolean written "maybe") rejects its row to the dead
+//! letters, with the row's key as its position.
 //!
 //! The `where` predicate and the `query` are passed to the database as
 //! written: they are trusted SQL from the job's author, like DataX's `where`
@@ -11,16 +16,18 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail, ensure};
 use async_trait::async_trait;
-use haul_collect_core::registry::{OptionInfo, Plugin, PluginInfo, Role};
+use haul_collect_core::registry::{OptionError, OptionInfo, Plugin, PluginInfo, Role};
 use haul_collect_core::{Checkpoint, Plan, PlanContext, ShardReader, ShardSpec, Source, Value};
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::sync::OnceCell;
 
 use super::catalog::{Relation, Shape, SplitKey};
 use super::connection::{Access, ConnectionUrl, Database};
 use super::decode::Column;
-use super::descriptor::{Conditions, ShardDescriptor, Span};
+use super::descriptor::{Conditions, ShardDescriptor};
 use super::dialect::Ident;
+use super::plan::MAX_SHARDS;
 use super::planner::{SplitMethod, plan, single_value};
 use super::reader::SqlShardReader;
 use super::statement::Statement;
@@ -32,7 +39,7 @@ const SHARDS_PER_SLOT: usize = 4;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SqlSourceConfig {
-    pub url: String,
+    pub url: SecretString,
     pub table: Option<String>,
     pub query: Option<String>,
     pub columns: Option<Vec<String>>,
@@ -56,7 +63,10 @@ impl Plugin for SqlSourcePlugin {
         PluginInfo {
             kind: "sql",
             role: Role::Source,
-            description: "reads a table or query from PostgreSQL, MySQL/MariaDB or SQLite, split by a unique key",
+            description: "reads a table or query from PostgreSQL, MySQL/MariaDB or SQLite, split by a unique key; \
+                          incremental runs read rows whose cursor is above the last run's mark minus the lookback: \
+                          rows committed late below it need a lookback (and an upsert sink), rows with a NULL \
+                          cursor are never read",
             options: vec![
                 option(
                     "url",
@@ -65,17 +75,19 @@ impl Plugin for SqlSourcePlugin {
                     "postgres://, mysql://, mariadb:// or sqlite:// url; ${env:NAME} is replaced",
                 ),
                 option("table", "string", None, "the table to read, optionally schema.table (or use `query`)"),
-                option("query", "string", None, "a trusted SELECT to read instead of a table"),
+                option("query", "string", None, "a trusted SELECT to read instead of a table; needs `split_key`"),
                 option("columns", "array", Some("all"), "the columns to read"),
                 option("where", "string", None, "a trusted SQL predicate that filters the rows"),
                 option(
                     "split_key",
                     "string",
                     Some("primary key"),
-                    "a unique column that orders, splits and resumes the read",
+                    "a unique column that orders, splits and resumes the read; required with `query`; \
+                     its NULL rows, if any, are read in primary key order (a table without one is refused); \
+                     SQLite times compare by julianday, to the millisecond",
                 ),
                 option("split", "string", Some("auto"), "auto, even (integer keys) or quantile"),
-                option("shards", "integer", Some("4 * parallelism"), "how many shards to plan"),
+                option("shards", "integer", Some("4 * parallelism"), "how many shards to plan, 1 to 100000"),
             ],
         }
     }
@@ -104,6 +116,15 @@ impl SqlSource {
             (Some(table), None) => Relation::Table(Ident::table(&table)?),
             (None, Some(query)) => {
                 ensure!(!query.trim().is_empty(), "the sql source's `query` is empty");
+                if config.split_key.is_none() {
+                    return Err(OptionError {
+                        path: vec!["query".into()],
+                        message: "a `query` needs `split_key`: a unique, non-null column of its result that orders \
+                                  the rows, so that shards can be split and resumed"
+                            .into(),
+                    }
+                    .into());
+                }
                 Relation::Query(query)
             }
             (Some(_), Some(_)) => bail!("the sql source takes either `table` or `query`, not both"),
@@ -116,9 +137,17 @@ impl SqlSource {
             }
             None => None,
         };
-        ensure!(config.shards != Some(0), "`shards` must be at least 1");
+        if let Some(shards) = config.shards
+            && !(1..=MAX_SHARDS).contains(&shards)
+        {
+            return Err(OptionError {
+                path: vec!["shards".into()],
+                message: format!("`shards` must be between 1 and {MAX_SHARDS}, not {shards}"),
+            }
+            .into());
+        }
         Ok(SqlSource {
-            url: ConnectionUrl::parse(&config.url)?,
+            url: ConnectionUrl::parse(config.url.expose_secret())?,
             relation,
             filter: config.filter.filter(|filter| !filter.trim().is_empty()),
             columns,
@@ -157,7 +186,7 @@ impl SqlSource {
 impl Source for SqlSource {
     async fn check(&self) -> anyhow::Result<()> {
         let shape = self.shape().await?;
-        if let (SplitKey::Missing(reason), Relation::Table(_)) = (&shape.split_key, &shape.relation) {
+        if let SplitKey::Missing(reason) = &shape.split_key {
             bail!("{reason}: set `split_key` to a unique, non-null column");
         }
         Ok(())
@@ -165,7 +194,7 @@ impl Source for SqlSource {
 
     async fn plan(&self, context: &PlanContext) -> anyhow::Result<Plan> {
         let shape = self.shape().await?;
-        let shards = self.shards.unwrap_or(SHARDS_PER_SLOT * context.parallelism.max(1));
+        let shards = self.shards.unwrap_or(SHARDS_PER_SLOT.saturating_mul(context.parallelism.max(1)).min(MAX_SHARDS));
         plan(self.database().await?, shape, self.split, shards, context)
             .await
             .with_context(|| format!("planning the {} at {}", shape.relation.describe(), self.url.description()))
@@ -197,21 +226,7 @@ async fn count_shard(database: &Database, shape: &Shape, descriptor: &ShardDescr
     let dialect = database.dialect();
     let mut statement = Statement::new(dialect);
     statement.push(&format!("SELECT COUNT(*) FROM {}", shape.relation.sql_from(dialect)));
-    let mut conditions = Conditions::new(&mut statement, dialect);
-    conditions.run_filters(shape, descriptor.window.as_ref(), descriptor.range.as_ref())?;
-    match &descriptor.span {
-        Span::KeyRange { key, lower, upper } => {
-            let key = shape.column(key)?;
-            conditions.null_check(key, false)?;
-            for (op, bound) in [(">=", lower), ("<", upper)] {
-                if let Some(bound) = bound {
-                    conditions.compare(key, op, bound)?;
-                }
-            }
-        }
-        Span::KeyIsNull { key } => conditions.null_check(shape.column(key)?, true)?,
-        Span::Whole => {}
-    }
+    Conditions::new(&mut statement, dialect).shard(shape, descriptor, None)?;
     let counter = Column::bigint(dialect, "count");
     match single_value(database, &statement, &counter).await? {
         Value::Int(count) => Ok(count.max(0) as u64),

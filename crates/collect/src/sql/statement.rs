@@ -14,20 +14,21 @@ use tokio::sync::mpsc;
 
 use super::connection::Database;
 use super::convert::postgres_text;
-use super::decode::{Column, DecodeRow};
-use super::dialect::Dialect;
+use super::decode::{Column, DecodeRow, DecodedRow};
+use super::dialect::{ColumnType, Dialect};
 use super::errors::classify;
 
 /// Decoded rows of a streaming query, one batch at a time, read ahead by a
-/// task that is stopped when the stream is dropped.
+/// task that is stopped when the stream is dropped. A row that cannot be
+/// decoded is in the batch as a [`BadRow`], in its place.
 pub struct BatchStream {
-    receiver: mpsc::Receiver<anyhow::Result<Vec<Vec<Value>>>>,
+    receiver: mpsc::Receiver<anyhow::Result<Vec<DecodedRow>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl BatchStream {
     /// The next batch, or `None` at the end of the result.
-    pub async fn next(&mut self) -> anyhow::Result<Option<Vec<Vec<Value>>>> {
+    pub async fn next(&mut self) -> anyhow::Result<Option<Vec<DecodedRow>>> {
         match self.receiver.recv().await {
             Some(batch) => batch.map(Some),
             None => {
@@ -67,13 +68,31 @@ impl Statement {
     /// Appends a placeholder bound to `value`; `type_name` is the database type
     /// the value is compared with (used by PostgreSQL's cast).
     pub fn push_bind(&mut self, value: Value, type_name: &str) -> &mut Self {
+        let operand = self.bind_operand(value, type_name);
+        self.sql.push_str(&operand);
+        self
+    }
+
+    /// Appends a placeholder bound to `value`, in the form that compares with
+    /// a column of type `column` (see [`Dialect::comparable`]).
+    pub fn push_compared(&mut self, value: Value, column: &ColumnType) -> &mut Self {
+        let operand = self.bind_operand(value, &column.type_name);
+        self.sql.push_str(&self.dialect.comparable(&operand, column));
+        self
+    }
+
+    /// The placeholder of a new parameter: cast to `type_name` on PostgreSQL,
+    /// which receives text; cast to an exact DECIMAL on MySQL for decimals,
+    /// which it would otherwise compare as floating-point numbers.
+    fn bind_operand(&mut self, value: Value, type_name: &str) -> String {
+        let decimal = matches!(value, Value::Decimal(_));
         self.params.push(value);
         let placeholder = self.dialect.placeholder(self.params.len());
         match self.dialect {
-            Dialect::Postgres => self.sql.push_str(&format!("CAST({placeholder} AS {type_name})")),
-            Dialect::MySql | Dialect::Sqlite => self.sql.push_str(&placeholder),
+            Dialect::Postgres => format!("CAST({placeholder} AS {type_name})"),
+            Dialect::MySql if decimal => format!("CAST({placeholder} AS DECIMAL(65,30))"),
+            Dialect::MySql | Dialect::Sqlite => placeholder,
         }
-        self
     }
 
     /// A statement whose SQL already holds its placeholders, one per parameter.
@@ -82,57 +101,69 @@ impl Statement {
     }
 }
 
-/// Binds a value with its natural Rust type (MySQL and SQLite).
+/// A backend that receives values with their natural Rust type (MySQL and
+/// SQLite), bound by reference wherever the driver encodes from one.
+pub trait BindTyped: sqlx::Database {
+    fn bind_value<'q>(query: Query<'q, Self, Self::Arguments>, value: &Value) -> Query<'q, Self, Self::Arguments>;
+}
+
 macro_rules! bind_typed {
-    ($query:expr, $value:expr) => {
-        match $value {
-            Value::Null => $query.bind(None::<String>),
-            Value::Bool(b) => $query.bind(*b),
-            Value::Int(int) => $query.bind(*int),
-            Value::Float(float) => $query.bind(*float),
-            Value::Decimal(text) | Value::String(text) => $query.bind(text.clone()),
-            Value::Bytes(bytes) => $query.bind(bytes.clone()),
-            Value::Date(date) => $query.bind(*date),
-            Value::Timestamp(time) => $query.bind(*time),
-            Value::TimestampTz(time) => $query.bind(*time),
-            Value::Json(json) => $query.bind(sqlx::types::Json(json.clone())),
+    ($database:ty) => {
+        impl BindTyped for $database {
+            fn bind_value<'q>(
+                query: Query<'q, Self, Self::Arguments>,
+                value: &Value,
+            ) -> Query<'q, Self, Self::Arguments> {
+                match value {
+                    Value::Null => query.bind(None::<&str>),
+                    Value::Bool(b) => query.bind(*b),
+                    Value::Int(int) => query.bind(*int),
+                    Value::Float(float) => query.bind(*float),
+                    Value::Decimal(text) | Value::String(text) => query.bind(text.as_str()),
+                    Value::Bytes(bytes) => query.bind(bytes.as_slice()),
+                    Value::Date(date) => query.bind(*date),
+                    Value::Timestamp(time) => query.bind(*time),
+                    Value::TimestampTz(time) => query.bind(*time),
+                    Value::Json(json) => query.bind(sqlx::types::Json(json)),
+                }
+            }
         }
     };
 }
-pub(crate) use bind_typed;
 
-fn postgres_query(statement: &Statement) -> Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    let query = sqlx::query(AssertSqlSafe(statement.sql.clone()));
+bind_typed!(sqlx::MySql);
+bind_typed!(sqlx::Sqlite);
+
+fn postgres_query(statement: &Statement) -> Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let query = sqlx::query(AssertSqlSafe(statement.sql.as_str()));
     statement.params.iter().fold(query, |query, value| query.bind(postgres_text(value)))
 }
 
-fn mysql_query(statement: &Statement) -> Query<'static, sqlx::MySql, sqlx::mysql::MySqlArguments> {
-    let query = sqlx::query(AssertSqlSafe(statement.sql.clone()));
-    statement.params.iter().fold(query, |query, value| bind_typed!(query, value))
-}
-
-fn sqlite_query(statement: &Statement) -> Query<'static, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
-    let query = sqlx::query(AssertSqlSafe(statement.sql.clone()));
-    statement.params.iter().fold(query, |query, value| bind_typed!(query, value))
+fn typed_query<DB: BindTyped>(statement: &Statement) -> Query<'_, DB, DB::Arguments> {
+    let query = sqlx::query(AssertSqlSafe(statement.sql.as_str()));
+    statement.params.iter().fold(query, DB::bind_value)
 }
 
 impl Database {
-    /// Runs a query and decodes every row; for small results (bounds, catalog lookups).
+    /// Runs a query and decodes every row; for small results (bounds, catalog
+    /// lookups), where a row that cannot be decoded is an error.
     pub async fn fetch_all(&self, statement: &Statement, columns: &[Column]) -> anyhow::Result<Vec<Vec<Value>>> {
-        match self {
+        let rows = match self {
             Database::Postgres(pool) => fetch_decoded(pool, postgres_query(statement), columns).await,
-            Database::MySql(pool) => fetch_decoded(pool, mysql_query(statement), columns).await,
-            Database::Sqlite(pool) => fetch_decoded(pool, sqlite_query(statement), columns).await,
-        }
-        .with_context(|| format!("running `{}`", statement.sql))
+            Database::MySql(pool) => fetch_decoded(pool, typed_query(statement), columns).await,
+            Database::Sqlite(pool) => fetch_decoded(pool, typed_query(statement), columns).await,
+        };
+        let rows =
+            rows.and_then(|rows| rows.into_iter().map(|row| row.map_err(|bad| anyhow::anyhow!(bad.reason))).collect());
+        rows.with_context(|| format!("running `{}`", statement.sql))
     }
 
     /// Runs a statement that returns no rows; the number of rows it affected.
     pub async fn execute(&self, statement: &Statement) -> anyhow::Result<u64> {
         let affected = match self {
             Database::Postgres(pool) => postgres_query(statement).execute(pool).await.map(|r| r.rows_affected()),
-            Database::MySql(pool) => mysql_query(statement).execute(pool).await.map(|r| r.rows_affected()),
-            Database::Sqlite(pool) => sqlite_query(statement).execute(pool).await.map(|r| r.rows_affected()),
+            Database::MySql(pool) => typed_query(statement).execute(pool).await.map(|r| r.rows_affected()),
+            Database::Sqlite(pool) => typed_query(statement).execute(pool).await.map(|r| r.rows_affected()),
         };
         affected.map_err(classify).with_context(|| format!("running `{}`", statement.sql))
     }
@@ -155,15 +186,19 @@ impl Database {
     /// Streams a query's rows, decoded into batches of `batch_size`, from a
     /// task that stops when the receiver is dropped. At most two batches wait
     /// in memory; the result is never held whole.
-    pub fn stream_batches(&self, statement: &Statement, columns: Arc<[Column]>, batch_size: usize) -> BatchStream {
+    pub fn stream_batches(&self, statement: Statement, columns: Arc<[Column]>, batch_size: usize) -> BatchStream {
         let (sender, receiver) = mpsc::channel(2);
         let batch_size = batch_size.max(1);
         let task = match self.clone() {
-            Database::Postgres(pool) => {
-                tokio::spawn(pump(pool, postgres_query(statement), columns, batch_size, sender))
-            }
-            Database::MySql(pool) => tokio::spawn(pump(pool, mysql_query(statement), columns, batch_size, sender)),
-            Database::Sqlite(pool) => tokio::spawn(pump(pool, sqlite_query(statement), columns, batch_size, sender)),
+            Database::Postgres(pool) => tokio::spawn(async move {
+                pump(pool, postgres_query(&statement), columns, batch_size, sender).await;
+            }),
+            Database::MySql(pool) => tokio::spawn(async move {
+                pump(pool, typed_query(&statement), columns, batch_size, sender).await;
+            }),
+            Database::Sqlite(pool) => tokio::spawn(async move {
+                pump(pool, typed_query(&statement), columns, batch_size, sender).await;
+            }),
         };
         BatchStream { receiver, task }
     }
@@ -171,9 +206,9 @@ impl Database {
 
 async fn fetch_decoded<DB>(
     pool: &Pool<DB>,
-    query: Query<'static, DB, DB::Arguments>,
+    query: Query<'_, DB, DB::Arguments>,
     columns: &[Column],
-) -> anyhow::Result<Vec<Vec<Value>>>
+) -> anyhow::Result<Vec<DecodedRow>>
 where
     DB: sqlx::Database,
     DB::Row: DecodeRow,
@@ -181,15 +216,15 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
     let rows = query.fetch_all(pool).await.map_err(classify)?;
-    rows.iter().map(|row| row.decode(columns)).collect()
+    Ok(rows.iter().map(|row| row.decode(columns)).collect())
 }
 
 async fn pump<DB>(
     pool: Pool<DB>,
-    query: Query<'static, DB, DB::Arguments>,
+    query: Query<'_, DB, DB::Arguments>,
     columns: Arc<[Column]>,
     batch_size: usize,
-    sender: mpsc::Sender<anyhow::Result<Vec<Vec<Value>>>>,
+    sender: mpsc::Sender<anyhow::Result<Vec<DecodedRow>>>,
 ) where
     DB: sqlx::Database,
     DB::Row: DecodeRow,
@@ -207,13 +242,7 @@ async fn pump<DB>(
                 return;
             }
         };
-        match row.decode(&columns) {
-            Ok(values) => batch.push(values),
-            Err(error) => {
-                let _ = sender.send(Err(error)).await;
-                return;
-            }
-        }
+        batch.push(row.decode(&columns));
         if batch.len() == batch_size {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
             if sender.send(Ok(full)).await.is_err() {

@@ -1,34 +1,42 @@
 //! Bulk writes inside one transaction per commit: PostgreSQL `COPY … FROM
-//! STDIN` (through a temporary staging table for upserts), MySQL and SQLite
-//! multi-row `INSERT`s chunked under each backend's bound-parameter limit.
+//! STDIN` (through a temporary staging table for upserts, created once per
+//! connection and emptied after each merge), MySQL and SQLite multi-row
+//! `INSERT`s chunked under each backend's bound-parameter limit.
 
-use anyhow::Context;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use anyhow::{Context, bail};
 use haul_collect_core::{Batch, Value};
-use sqlx::{AssertSqlSafe, MySql, Postgres, Sqlite, Transaction};
+use sqlx::{AssertSqlSafe, Executor, IntoArguments, MySql, Postgres, Sqlite, Transaction};
 
 use super::connection::Database;
-use super::copy::push_copy_row;
+use super::copy::{NulInField, push_copy_row};
 use super::dialect::{Dialect, Ident};
 use super::errors::classify;
-use super::statement::bind_typed;
+use super::statement::BindTyped;
 
 /// Bytes of COPY data sent per message.
 const COPY_CHUNK_BYTES: usize = 1 << 20;
 /// Approximate payload of one multi-row INSERT, below MySQL's default `max_allowed_packet`.
 const INSERT_CHUNK_BYTES: u64 = 4 << 20;
-/// The per-session staging table of PostgreSQL upserts.
-const STAGE_TABLE: &str = "haul_stage";
 
 /// Runs an [`InsertSql`] chunk by chunk with typed bound values.
-macro_rules! insert_chunks {
-    ($transaction:expr, $insert:expr, $batch:expr) => {{
-        for rows in $insert.chunks($batch) {
-            let query = sqlx::query(AssertSqlSafe($insert.sql(rows.len())));
-            let query = rows.iter().flatten().fold(query, |query, value| bind_typed!(query, value));
-            query.execute(&mut **$transaction).await.map_err(classify)?;
-        }
-        Ok(())
-    }};
+async fn insert_chunks<DB>(
+    transaction: &mut Transaction<'static, DB>,
+    insert: &InsertSql,
+    batch: &Batch,
+) -> anyhow::Result<()>
+where
+    DB: BindTyped,
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    for rows in insert.chunks(batch) {
+        let query = sqlx::query(AssertSqlSafe(insert.sql(rows.len())));
+        let query = rows.iter().flatten().fold(query, DB::bind_value);
+        query.execute(&mut **transaction).await.map_err(classify)?;
+    }
+    Ok(())
 }
 
 /// An open transaction on the sink's database.
@@ -97,14 +105,24 @@ impl SinkTransaction {
             }
             SinkTransaction::MySql(transaction) => {
                 let insert = InsertSql::new(dialect, table, &column_list, &columns, on_conflict);
-                insert_chunks!(transaction, insert, batch)
+                insert_chunks(transaction, &insert, batch).await
             }
             SinkTransaction::Sqlite(transaction) => {
                 let insert = InsertSql::new(dialect, table, &column_list, &columns, on_conflict);
-                insert_chunks!(transaction, insert, batch)
+                insert_chunks(transaction, &insert, batch).await
             }
         }
     }
+}
+
+/// The staging table of upserts into `table` with `column_list`: a
+/// temporary table of the session, emptied at every commit, named after what
+/// it stages so that a connection reused for another table or column set
+/// gets its own.
+fn stage_table(table: &str, column_list: &str) -> String {
+    let mut hasher = DefaultHasher::new();
+    (table, column_list).hash(&mut hasher);
+    format!("haul_stage_{:016x}", hasher.finish())
 }
 
 /// COPY into the table, or for upserts into a staging table merged with
@@ -120,19 +138,31 @@ async fn postgres_copy(
     let target = match on_conflict {
         OnConflict::Fail => table.to_string(),
         OnConflict::Update { .. } => {
-            let create = format!("CREATE TEMP TABLE {STAGE_TABLE} AS SELECT {column_list} FROM {table} WITH NO DATA");
+            let stage = stage_table(table, column_list);
+            let create = format!(
+                "CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS SELECT {column_list} FROM {table} \
+                 WITH NO DATA"
+            );
             sqlx::query(AssertSqlSafe(create)).execute(&mut **transaction).await.map_err(classify)?;
-            STAGE_TABLE.to_string()
+            stage
         }
     };
     let mut copy =
         transaction.copy_in_raw(&format!("COPY {target} ({column_list}) FROM STDIN")).await.map_err(classify)?;
-    let mut buffer = String::with_capacity(COPY_CHUNK_BYTES + 4096);
+    let mut buffer = Vec::with_capacity(COPY_CHUNK_BYTES + 4096);
     let last = batch.rows.len() - 1;
     for (index, row) in batch.rows.iter().enumerate() {
-        push_copy_row(&mut buffer, row);
+        if let Err(NulInField { field }) = push_copy_row(&mut buffer, row) {
+            let _ = copy.abort("haul write failed").await;
+            let column = batch.schema.fields.get(field).map_or("?", |field| field.name.as_str());
+            bail!(
+                "row {} of the batch cannot be written: column `{column}` holds a NUL character, which PostgreSQL \
+                 text cannot store",
+                index + 1
+            );
+        }
         if (buffer.len() >= COPY_CHUNK_BYTES || index == last)
-            && let Err(error) = copy.send(buffer.as_bytes()).await
+            && let Err(error) = copy.send(buffer.as_slice()).await
         {
             let _ = copy.abort("haul write failed").await;
             return Err(classify(error));
@@ -145,13 +175,12 @@ async fn postgres_copy(
     if let OnConflict::Update { key } = on_conflict {
         let key_list = key.iter().map(|k| Dialect::Postgres.quote(k)).collect::<Vec<_>>().join(", ");
         let merge = format!(
-            "INSERT INTO {table} ({column_list}) SELECT DISTINCT ON ({key_list}) {column_list} FROM {STAGE_TABLE} \
+            "INSERT INTO {table} ({column_list}) SELECT DISTINCT ON ({key_list}) {column_list} FROM {target} \
              ORDER BY {key_list}, ctid DESC ON CONFLICT ({key_list}) {}",
             update_clause(Dialect::Postgres, columns, key)
         );
         sqlx::query(AssertSqlSafe(merge)).execute(&mut **transaction).await.map_err(classify)?;
-        let drop = format!("DROP TABLE {STAGE_TABLE}");
-        sqlx::query(AssertSqlSafe(drop)).execute(&mut **transaction).await.map_err(classify)?;
+        sqlx::query(AssertSqlSafe(format!("TRUNCATE {target}"))).execute(&mut **transaction).await.map_err(classify)?;
     }
     Ok(())
 }
@@ -258,6 +287,13 @@ mod tests {
         assert!(chunks.iter().all(|chunk| chunk.len() * 2 <= 32_766));
         assert_eq!(chunks.iter().map(|chunk| chunk.len()).sum::<usize>(), 40_000);
         assert_eq!(insert.sql(2), "INSERT INTO \"t\" (\"id\", \"name\") VALUES (?, ?),(?, ?)");
+    }
+
+    #[test]
+    fn stage_tables_are_named_after_what_they_stage() {
+        assert_eq!(stage_table("\"t\"", "\"id\""), stage_table("\"t\"", "\"id\""));
+        assert_ne!(stage_table("\"t\"", "\"id\""), stage_table("\"t\"", "\"id\", \"name\""));
+        assert_ne!(stage_table("\"t\"", "\"id\""), stage_table("\"u\"", "\"id\""));
     }
 
     #[test]
