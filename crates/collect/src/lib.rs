@@ -16,6 +16,11 @@ pub fn register_builtin(registry: &mut PluginRegistry) {
     registry.add(stdout::StdoutSinkPlugin);
     registry.add(sql::SqlSourcePlugin);
     registry.add(sql::SqlSinkPlugin);
+    registry.add(process::cleanse::CleansePlugin);
+    registry.add(process::rename::RenamePlugin);
+    registry.add(process::select::SelectPlugin);
+    registry.add(process::select::DropPlugin);
+    registry.add(process::cast::CastPlugin);
     registry.add(singer::SingerSourcePlugin);
     registry.add(singer::SingerSinkPlugin);
     registry.add(process::remap::RemapPlugin);

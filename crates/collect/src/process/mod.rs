@@ -2,6 +2,16 @@
 //! records passed on, the records rejected with a reason and the count of
 //! records dropped on purpose.
 
+pub mod cast;
+mod cast_value;
+pub mod cleanse;
+mod cleanse_text;
+pub mod dedup;
+mod dedup_runs;
+pub mod rename;
+pub mod select;
+#[cfg(test)]
+mod test_table;
 pub mod filter;
 pub mod remap;
 mod vrl_bridge;
