@@ -25,4 +25,6 @@ pub fn register_builtin(registry: &mut PluginRegistry) {
     registry.add(singer::SingerSinkPlugin);
     registry.add(process::remap::RemapPlugin);
     registry.add(process::filter::FilterPlugin);
+    registry.add(process::validate::ValidatePlugin);
+    registry.add(process::mask::MaskPlugin);
 }

@@ -12,6 +12,10 @@ pub mod rename;
 pub mod select;
 #[cfg(test)]
 mod test_table;
+pub mod detect;
 pub mod filter;
+pub mod mask;
 pub mod remap;
+pub mod validate;
+mod validate_rules;
 mod vrl_bridge;
