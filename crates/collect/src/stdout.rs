@@ -1,6 +1,9 @@
-//! The `stdout` sink: JSON Lines on standard output. Batches are held in
-//! memory and printed on commit, so an aborted write prints nothing; a
-//! repeated commit after a crash prints its records again (append-only).
+//! The `stdout` sink: JSON Lines on standard output. Lines are held in
+//! memory and printed on commit, or as soon as they exceed
+//! [`PENDING_LIMIT`] bytes so that memory stays bounded: an aborted write
+//! prints nothing only when it stayed under that limit. The sink is
+//! append-only anyway: a repeated commit after a crash prints its records
+//! again.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -13,6 +16,9 @@ use haul_collect_core::{Batch, Delivery, ShardWriter, Sink};
 use serde::Deserialize;
 
 use crate::file::write_json_row;
+
+/// The bytes of JSON lines held before they are printed without waiting for the commit.
+const PENDING_LIMIT: usize = 1024 * 1024;
 
 /// The `stdout` sink takes no options.
 #[derive(Debug, Deserialize)]
@@ -58,25 +64,20 @@ impl Sink for StdoutSink {
     }
 
     async fn open(&self, _context: &WriterContext) -> anyhow::Result<Box<dyn ShardWriter>> {
-        Ok(Box::new(StdoutWriter { pending: Vec::new() }))
+        Ok(Box::new(StdoutWriter { pending: Vec::new(), limit: PENDING_LIMIT }))
     }
 }
 
-/// Holds the JSON lines written since the last commit.
+/// Holds the JSON lines written since the last commit, up to [`PENDING_LIMIT`].
 struct StdoutWriter {
     pending: Vec<u8>,
+    /// [`PENDING_LIMIT`], or less in tests.
+    limit: usize,
 }
 
-#[async_trait]
-impl ShardWriter for StdoutWriter {
-    async fn write(&mut self, batch: &Batch) -> anyhow::Result<()> {
-        for row in &batch.rows {
-            write_json_row(&mut self.pending, &batch.schema, row)?;
-        }
-        Ok(())
-    }
-
-    async fn commit(&mut self, _sequence: u64) -> anyhow::Result<()> {
+impl StdoutWriter {
+    /// Prints the pending lines.
+    async fn print(&mut self) -> anyhow::Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -89,6 +90,23 @@ impl ShardWriter for StdoutWriter {
         .await
         .context("the stdout writer stopped")?
         .context("cannot write to standard output")
+    }
+}
+
+#[async_trait]
+impl ShardWriter for StdoutWriter {
+    async fn write(&mut self, batch: &Batch) -> anyhow::Result<()> {
+        for row in &batch.rows {
+            write_json_row(&mut self.pending, &batch.schema, row)?;
+            if self.pending.len() > self.limit {
+                self.print().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn commit(&mut self, _sequence: u64) -> anyhow::Result<()> {
+        self.print().await
     }
 
     async fn abort(&mut self) -> anyhow::Result<()> {
@@ -105,7 +123,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_commits_print_and_abort_discards() {
-        let mut writer = StdoutWriter { pending: Vec::new() };
+        let mut writer = StdoutWriter { pending: Vec::new(), limit: PENDING_LIMIT };
         writer.write(&numbered_batch(1, 2)).await.unwrap();
         assert_eq!(writer.pending, b"{\"id\":1,\"name\":\"name-1\"}\n{\"id\":2,\"name\":\"name-2\"}\n");
         writer.abort().await.unwrap();
@@ -114,5 +132,14 @@ mod tests {
         writer.commit(1).await.unwrap();
         assert!(writer.pending.is_empty());
         assert_eq!(StdoutSink.delivery(), Delivery::AppendOnly);
+    }
+
+    #[tokio::test]
+    async fn pending_lines_stay_bounded() {
+        let mut writer = StdoutWriter { pending: Vec::new(), limit: 60 };
+        writer.write(&numbered_batch(1, 3)).await.unwrap();
+        // Two lines of about 25 bytes each stay; the third crossed the limit and all were printed.
+        assert!(writer.pending.is_empty(), "{:?}", String::from_utf8_lossy(&writer.pending));
+        writer.abort().await.unwrap();
     }
 }

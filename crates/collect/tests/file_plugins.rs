@@ -331,7 +331,7 @@ async fn incremental_runs_read_only_what_is_new() {
     let read = read_all(source.as_ref(), &incremental(None), 10).await.unwrap();
     assert_eq!(read.records.len(), 2);
     let state = plan.next_state.unwrap();
-    assert_eq!(state, json!({"files": {first.display().to_string(): 13}}));
+    assert_eq!(state["files"][first.display().to_string()]["size"], json!(13));
 
     let unchanged = source.plan(&incremental(Some(state.clone()))).await.unwrap();
     assert!(unchanged.shards.is_empty(), "{unchanged:?}");
@@ -345,6 +345,55 @@ async fn incremental_runs_read_only_what_is_new() {
     std::fs::write(dir.path().join("b.csv"), "id,v\n5,q\n").unwrap();
     let records = assert_resume_yields_rest(source.as_ref(), &incremental(Some(state)), 10).await.unwrap();
     assert_eq!(records, vec![json!({"id": "5", "v": "q"})]);
+}
+
+#[tokio::test]
+async fn incremental_runs_leave_a_half_written_line_for_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("growing.jsonl");
+    std::fs::write(&file, format!("{}{{\"id\":2,\"na", numbered_jsonl(0, 2))).unwrap();
+    let source = source(json!({"path": path_of(&file)}));
+    let plan = source.plan(&incremental(None)).await.unwrap();
+    let read = read_all(source.as_ref(), &incremental(None), 10).await.unwrap();
+    assert_eq!(read.records, numbered_records(0, 2));
+    assert!(read.rejected.is_empty(), "{:?}", read.rejected);
+
+    // The writer finishes the line and adds another.
+    std::fs::OpenOptions::new().append(true).open(&file).unwrap().write_all(b"me\":\"n2\"}\n").unwrap();
+    std::fs::OpenOptions::new().append(true).open(&file).unwrap().write_all(numbered_jsonl(3, 1).as_bytes()).unwrap();
+    let next = incremental(plan.next_state);
+    let records = assert_resume_yields_rest(source.as_ref(), &next, 1).await.unwrap();
+    assert_eq!(records, numbered_records(2, 2));
+}
+
+#[tokio::test]
+async fn a_replaced_file_is_read_again_from_its_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rotated.jsonl");
+    std::fs::write(&file, numbered_jsonl(0, 2)).unwrap();
+    let source = source(json!({"path": path_of(&file)}));
+    let state = source.plan(&incremental(None)).await.unwrap().next_state;
+
+    // Rotation: a new, longer file takes the name.
+    let replacement = dir.path().join("rotated.jsonl.new");
+    std::fs::write(&replacement, numbered_jsonl(10, 3)).unwrap();
+    std::fs::rename(&replacement, &file).unwrap();
+    let records = assert_resume_yields_rest(source.as_ref(), &incremental(state), 1).await.unwrap();
+    assert_eq!(records, numbered_records(10, 3));
+}
+
+#[tokio::test]
+async fn duplicate_csv_columns_are_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("twice.csv");
+    std::fs::write(&file, "id,name,id\n1,a,2\n").unwrap();
+    let source = source(json!({"path": path_of(&file)}));
+    let plan = source.plan(&full()).await.unwrap();
+    let error = format!("{:#}", source.open(&plan.shards[0], None, 10).await.err().unwrap());
+    assert!(error.contains("twice.csv") && error.contains("column `id`"), "{error}");
+    let columns = serde_json::from_value(json!({"path": "x.csv", "columns": ["a", "a"]})).unwrap();
+    let error = FileSourcePlugin.build(columns).err().unwrap().to_string();
+    assert!(error.contains("`a`"), "{error}");
 }
 
 #[tokio::test]
@@ -499,13 +548,71 @@ async fn csv_sink_maps_later_batches_by_name() {
     writer.commit(1).await.unwrap();
     assert_eq!(read_text(&parts(dir.path(), ".csv")[0]), "id,name\n1,name-1\n,only-name\n");
 
+    // A new field starts a new part, with its own header, in the same commit.
+    writer.write(&numbered_batch(2, 1)).await.unwrap();
+    let more = Schema::new(vec![Field::new("id", DataType::Int), Field::new("surprise", DataType::Int)]);
+    writer.write(&Batch::new(Arc::new(more), vec![vec![Value::Int(3), Value::Int(9)]])).await.unwrap();
+    writer.commit(2).await.unwrap();
+    let names: Vec<_> =
+        parts(dir.path(), ".csv").iter().map(|p| p.file_name().unwrap().to_str().unwrap().to_string()).collect();
+    assert_eq!(names, ["part-r-s-000001.csv", "part-r-s-000002-1.csv", "part-r-s-000002-2.csv"]);
+    assert_eq!(read_text(&dir.path().join(&names[1])), "id,name\n2,name-2\n");
+    assert_eq!(read_text(&dir.path().join(&names[2])), "id,surprise\n3,9\n");
+
+    // Repeating commit 2 with one part replaces both earlier parts.
+    writer.write(&numbered_batch(2, 2)).await.unwrap();
+    writer.commit(2).await.unwrap();
+    let names: Vec<_> =
+        parts(dir.path(), ".csv").iter().map(|p| p.file_name().unwrap().to_str().unwrap().to_string()).collect();
+    assert_eq!(names, ["part-r-s-000001.csv", "part-r-s-000002.csv"]);
+
     writer.write(&numbered_batch(1, 1)).await.unwrap();
-    let unknown = Schema::new(vec![Field::new("surprise", DataType::Int)]);
-    let error = writer.write(&Batch::new(Arc::new(unknown), vec![vec![Value::Int(1)]])).await.unwrap_err();
-    assert!(format!("{error:#}").contains("`surprise`"), "{error:#}");
+    let unknown = Schema::new(vec![Field::new("other", DataType::Int)]);
+    writer.write(&Batch::new(Arc::new(unknown), vec![vec![Value::Int(1)]])).await.unwrap();
     writer.abort().await.unwrap();
     assert!(temp_files(dir.path()).is_empty());
-    assert_eq!(parts(dir.path(), ".csv").len(), 1);
+    assert_eq!(parts(dir.path(), ".csv").len(), 2);
+}
+
+#[tokio::test]
+async fn parquet_parts_follow_jsonl_batches_that_change_shape() {
+    use arrow::array::{Array, Float64Array};
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    // The first batch types `score` as float; the second has integers only; the third adds a key.
+    std::fs::write(
+        &input,
+        "{\"id\":1,\"score\":1.5}\n{\"id\":2,\"score\":2}\n{\"id\":3,\"score\":3.5,\"tag\":\"x\"}\n",
+    )
+    .unwrap();
+    let source = source(json!({"path": path_of(&input)}));
+    let out = dir.path().join("out");
+    let sink = sink(json!({"path": path_of(&out), "format": "parquet"}));
+    let context =
+        haul_collect_core::plugin::WriterContext { job: "j".into(), run_id: "r".into(), shard_id: "s".into() };
+    let mut writer = sink.open(&context).await.unwrap();
+    let plan = source.plan(&full()).await.unwrap();
+    let mut reader = source.open(&plan.shards[0], None, 1).await.unwrap();
+    while let Some(batch) = reader.next_batch().await.unwrap() {
+        writer.write(&batch.batch).await.unwrap();
+    }
+    writer.commit(1).await.unwrap();
+    let parts = parts(&out, ".parquet");
+    assert_eq!(parts.len(), 2, "{parts:?}");
+    let mut scores = Vec::new();
+    for part in &parts {
+        let file = std::fs::File::open(part).unwrap();
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let column = batch.column_by_name("score").unwrap();
+            let floats = column.as_any().downcast_ref::<Float64Array>().unwrap();
+            scores.extend((0..floats.len()).map(|i| floats.value(i)));
+        }
+    }
+    assert_eq!(scores, [1.5, 2.0, 3.5]);
+    assert!(temp_files(&out).is_empty());
 }
 
 /// Reads Parquet parts back as records `{id: int, name: string}`.

@@ -97,12 +97,27 @@ pub(crate) struct CsvFormat {
 }
 
 impl CsvFormat {
-    /// Reads records named by the `columns` option, else by `header`.
-    pub fn new(options: &CsvOptions, header: Option<Vec<String>>) -> CsvFormat {
+    /// Reads records named by the `columns` option, else by `header`; a name
+    /// given twice is an error, since one column would hide the other.
+    pub fn new(options: &CsvOptions, header: Option<Vec<String>>, path: &str) -> anyhow::Result<CsvFormat> {
         let names = options.columns.clone().or(header).unwrap_or_default();
+        if let Some(duplicate) = duplicate_name(&names) {
+            bail!("the csv header of `{path}` names column `{duplicate}` more than once");
+        }
         let schema = Arc::new(Schema::new(names.into_iter().map(|name| Field::new(name, DataType::String)).collect()));
-        CsvFormat { framer: CsvFramer::new(options), schema, empty_as_null: options.empty_as_null, rows: Vec::new() }
+        Ok(CsvFormat {
+            framer: CsvFramer::new(options),
+            schema,
+            empty_as_null: options.empty_as_null,
+            rows: Vec::new(),
+        })
     }
+}
+
+/// The first name that appears twice.
+fn duplicate_name(names: &[String]) -> Option<&str> {
+    let mut seen = std::collections::HashSet::with_capacity(names.len());
+    names.iter().find(|name| !seen.insert(name.as_str())).map(String::as_str)
 }
 
 /// Reads the header at the start of a file, leaving `input` after it; `None`
@@ -155,6 +170,9 @@ pub(crate) fn check_options(options: &CsvOptions) -> anyhow::Result<()> {
     }
     if !options.header && options.columns.is_none() {
         bail!("`columns` is required when `header = false`");
+    }
+    if let Some(duplicate) = options.columns.as_deref().and_then(duplicate_name) {
+        bail!("`columns` names `{duplicate}` more than once");
     }
     Ok(())
 }

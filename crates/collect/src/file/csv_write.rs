@@ -1,12 +1,13 @@
 //! Writing CSV parts: a header row from the part's first batch, later
-//! batches mapped onto it by field name, values as text and null as empty.
+//! batches mapped onto it by field name, values as text and null as empty. A
+//! batch with a field the header lacks goes to a new part with its own header.
 
 use std::fs::File;
 
 use anyhow::Context;
 use haul_collect_core::{Batch, Schema, Value};
 
-use super::columns::map_columns;
+use super::columns::{fits, map_columns};
 use super::part::{PartEncoder, PartOutput};
 
 /// A CSV part file.
@@ -25,12 +26,19 @@ impl CsvEncoder {
 }
 
 impl PartEncoder for CsvEncoder {
+    fn fits(&self, schema: &Schema) -> bool {
+        // Every value is written as text.
+        fits(&self.columns, schema, |_, _| true)
+    }
+
     fn write_batch(&mut self, batch: &Batch) -> anyhow::Result<()> {
-        let positions = map_columns(&self.columns, &batch.schema)?;
+        let positions = map_columns(&self.columns, &batch.schema);
+        let mut buffer = String::new();
         for row in &batch.rows {
             for position in &positions {
-                let text = position.and_then(|position| row.get(position)).and_then(Value::to_text);
-                self.writer.write_field(text.unwrap_or_default()).context("cannot write a csv field")?;
+                let value = position.and_then(|position| row.get(position)).unwrap_or(&Value::Null);
+                let text = value.text(&mut buffer).unwrap_or_default();
+                self.writer.write_field(text).context("cannot write a csv field")?;
             }
             self.writer.write_record(None::<&[u8]>).context("cannot write a csv record")?;
         }

@@ -3,6 +3,7 @@
 //! first-seen order; a key a record lacks is null, and a field whose values
 //! mix types within the batch is typed `json`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, BufRead, Read};
@@ -31,12 +32,18 @@ pub(crate) struct JsonlFormat {
 }
 
 impl JsonlFormat {
-    /// The position of field `key`, added when first seen.
-    fn position_of(&mut self, key: String) -> usize {
-        if let Some(&position) = self.positions.get(&key) {
+    /// The position of field `key`, the `index`th key of its record, added
+    /// when first seen. Records usually repeat the order of their keys, so
+    /// the field at `index` is tried before the lookup by name.
+    fn position_of(&mut self, index: usize, key: Cow<'_, str>) -> usize {
+        if self.names.get(index).is_some_and(|name| *name == key) {
+            return index;
+        }
+        if let Some(&position) = self.positions.get(key.as_ref()) {
             return position;
         }
         let position = self.names.len();
+        let key = key.into_owned();
         self.positions.insert(key.clone(), position);
         self.names.push(key);
         self.types.push(None);
@@ -66,9 +73,9 @@ impl RecordFormat for JsonlFormat {
             _ => format!("invalid json: {error}"),
         })?;
         let mut row = vec![Value::Null; self.names.len()];
-        for (key, json) in object.0 {
+        for (index, (key, json)) in object.0.into_iter().enumerate() {
             let value = Value::from_json(json);
-            let position = self.position_of(key);
+            let position = self.position_of(index, key.0);
             if row.len() <= position {
                 row.resize(position + 1, Value::Null);
             }
@@ -133,26 +140,55 @@ fn type_of(value: &Value) -> Option<DataType> {
 }
 
 /// A JSON object with its keys in document order; anything else is a data error.
-struct OrderedObject(Vec<(String, serde_json::Value)>);
+struct OrderedObject<'de>(Vec<(Key<'de>, serde_json::Value)>);
 
-impl<'de> Deserialize<'de> for OrderedObject {
+impl<'de> Deserialize<'de> for OrderedObject<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct ObjectVisitor;
         impl<'de> Visitor<'de> for ObjectVisitor {
-            type Value = OrderedObject;
+            type Value = OrderedObject<'de>;
 
             fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
                 formatter.write_str("a json object")
             }
 
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OrderedObject, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OrderedObject<'de>, A::Error> {
                 let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(8));
-                while let Some(entry) = map.next_entry::<String, serde_json::Value>()? {
+                while let Some(entry) = map.next_entry::<Key<'de>, serde_json::Value>()? {
                     entries.push(entry);
                 }
                 Ok(OrderedObject(entries))
             }
         }
         deserializer.deserialize_map(ObjectVisitor)
+    }
+}
+
+/// An object key, borrowed from the line unless it holds escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a string key")
+            }
+
+            fn visit_borrowed_str<E: serde::de::Error>(self, key: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(key)))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(key.to_string())))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, key: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(key)))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
     }
 }

@@ -1,5 +1,8 @@
 //! Writing Parquet parts: haul's types mapped onto Arrow columns (all
-//! nullable), one record batch per haul batch, written by `ArrowWriter`.
+//! nullable), one record batch per haul batch, written by `ArrowWriter` in
+//! row groups of at most [`ROW_GROUP_ROWS`]. A float column also takes
+//! integers; a batch with a field the part lacks or of another type goes to
+//! a new part.
 
 use std::fs::File;
 use std::sync::Arc;
@@ -17,8 +20,11 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-use super::columns::map_columns;
+use super::columns::{fits, map_columns};
 use super::part::PartEncoder;
+
+/// The most rows `ArrowWriter` buffers before writing a row group.
+const ROW_GROUP_ROWS: usize = 64 * 1024;
 
 /// How Parquet pages are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +49,10 @@ impl ParquetEncoder {
             ParquetCodec::Snappy => Compression::SNAPPY,
             ParquetCodec::Zstd => Compression::ZSTD(ZstdLevel::default()),
         };
-        let properties = WriterProperties::builder().set_compression(compression).build();
+        let properties = WriterProperties::builder()
+            .set_compression(compression)
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .build();
         let fields: Vec<ArrowField> = columns
             .fields
             .iter()
@@ -57,8 +66,14 @@ impl ParquetEncoder {
 }
 
 impl PartEncoder for ParquetEncoder {
+    fn fits(&self, schema: &Schema) -> bool {
+        fits(&self.columns, schema, |column, field| {
+            column == field || (column == DataType::Float && field == DataType::Int)
+        })
+    }
+
     fn write_batch(&mut self, batch: &Batch) -> anyhow::Result<()> {
-        let positions = map_columns(&self.columns, &batch.schema)?;
+        let positions = map_columns(&self.columns, &batch.schema);
         let arrays = self
             .columns
             .fields
@@ -93,10 +108,12 @@ fn arrow_type(data_type: DataType) -> ArrowType {
     }
 }
 
-/// One column of a record batch; a value of another type than the field's is an error.
+/// One column of a record batch; a value of another type than the field's is
+/// an error that names the types, never the value.
 fn build_array<'a>(field: &Field, values: impl Iterator<Item = Option<&'a Value>>) -> anyhow::Result<ArrayRef> {
-    let mismatch =
-        |value: &Value| anyhow::anyhow!("field `{}` is typed {:?} but holds {value:?}", field.name, field.data_type);
+    let mismatch = |value: &Value| {
+        anyhow::anyhow!("field `{}` is typed {:?} but holds a {} value", field.name, field.data_type, kind(value))
+    };
     macro_rules! column {
         ($builder:expr, |$value:ident| $convert:expr) => {{
             let mut builder = $builder;
@@ -123,7 +140,10 @@ fn build_array<'a>(field: &Field, values: impl Iterator<Item = Option<&'a Value>
             Value::Int(i) => Some(*i as f64),
             _ => None,
         }),
-        DataType::Decimal | DataType::String | DataType::Json => column!(StringBuilder::new(), |value| value.to_text()),
+        DataType::Decimal | DataType::String | DataType::Json => {
+            let mut buffer = String::new();
+            column!(StringBuilder::new(), |value| value.text(&mut buffer))
+        }
         DataType::Bytes => column!(BinaryBuilder::new(), |value| match value {
             Value::Bytes(bytes) => Some(bytes.as_slice()),
             _ => None,
@@ -142,6 +162,23 @@ fn build_array<'a>(field: &Field, values: impl Iterator<Item = Option<&'a Value>
                 _ => None,
             })
         }
+    }
+}
+
+/// The variant of a value, for messages.
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Int(_) => "integer",
+        Value::Float(_) => "float",
+        Value::Decimal(_) => "decimal",
+        Value::String(_) => "string",
+        Value::Bytes(_) => "bytes",
+        Value::Date(_) => "date",
+        Value::Timestamp(_) => "timestamp",
+        Value::TimestampTz(_) => "timestamptz",
+        Value::Json(_) => "json",
     }
 }
 

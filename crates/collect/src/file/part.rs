@@ -1,6 +1,9 @@
 //! Part files of the `file` sink: their names, the temporary file a part is
 //! written to, and publishing it on commit (sync, rename over any part of
 //! the same name, sync the directory) so that a part is whole or absent.
+//!
+//! A commit usually makes one part; when a batch does not fit the part under
+//! way (a new field, another type) it makes several, numbered in its name.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
@@ -9,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use flate2::write::GzEncoder;
-use haul_collect_core::Batch;
+use haul_collect_core::{Batch, Schema};
 
 /// The write buffer of part files.
 const BUFFER_BYTES: usize = 1024 * 1024;
@@ -19,6 +22,9 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Encodes batches into one part file.
 pub(crate) trait PartEncoder: Send {
+    /// Whether batches of `schema` can go into this part.
+    fn fits(&self, schema: &Schema) -> bool;
+
     fn write_batch(&mut self, batch: &Batch) -> anyhow::Result<()>;
 
     /// Writes what the format needs at the end and returns the file to sync.
@@ -75,7 +81,9 @@ impl Write for PartOutput {
 }
 
 /// The names of one shard's part files: `{prefix}-{run_id}-{shard_id}-{sequence:06}.{extension}`
-/// once committed, `.{prefix}-{run_id}-{shard_id}.{process}-{number}.tmp` while written.
+/// once committed (`…-{sequence:06}-{n}.{extension}`, n from 1, when a commit
+/// has several parts), `.{prefix}-{run_id}-{shard_id}.{process}-{number}.tmp`
+/// while written.
 #[derive(Debug, Clone)]
 pub(crate) struct PartNames {
     pub directory: PathBuf,
@@ -90,8 +98,35 @@ impl PartNames {
         PartNames { directory: directory.to_path_buf(), stem, extension: extension.to_string() }
     }
 
-    pub fn final_path(&self, sequence: u64) -> PathBuf {
-        self.directory.join(format!("{}-{sequence:06}.{}", self.stem, self.extension))
+    /// The names of the `count` parts of commit `sequence`.
+    pub fn final_paths(&self, sequence: u64, count: usize) -> Vec<PathBuf> {
+        if count == 1 {
+            return vec![self.directory.join(format!("{}-{sequence:06}.{}", self.stem, self.extension))];
+        }
+        (1..=count)
+            .map(|n| self.directory.join(format!("{}-{sequence:06}-{n}.{}", self.stem, self.extension)))
+            .collect()
+    }
+
+    /// The parts of commit `sequence` already in the directory, whatever their count.
+    pub fn committed_paths(&self, sequence: u64) -> anyhow::Result<Vec<PathBuf>> {
+        let head = format!("{}-{sequence:06}", self.stem);
+        let tail = format!(".{}", self.extension);
+        let mut paths = Vec::new();
+        let directory = &self.directory;
+        for entry in fs::read_dir(directory).with_context(|| format!("cannot list `{}`", directory.display()))? {
+            let entry = entry.with_context(|| format!("cannot list `{}`", directory.display()))?;
+            let name = entry.file_name();
+            let Some(middle) = name.to_str().and_then(|name| name.strip_prefix(&head)?.strip_suffix(&tail)) else {
+                continue;
+            };
+            let numbered =
+                middle.strip_prefix('-').is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if middle.is_empty() || numbered {
+                paths.push(entry.path());
+            }
+        }
+        Ok(paths)
     }
 
     pub fn new_temp_path(&self) -> PathBuf {
@@ -160,7 +195,11 @@ mod tests {
     #[test]
     fn names_are_safe_and_sequenced() {
         let names = PartNames::new(Path::new("out"), "part", "run/1", "../s 1", "csv.gz");
-        assert_eq!(names.final_path(7), Path::new("out/part-run_1-_._s_1-000007.csv.gz"));
+        assert_eq!(names.final_paths(7, 1), [Path::new("out/part-run_1-_._s_1-000007.csv.gz")]);
+        assert_eq!(
+            names.final_paths(7, 2),
+            [Path::new("out/part-run_1-_._s_1-000007-1.csv.gz"), Path::new("out/part-run_1-_._s_1-000007-2.csv.gz")]
+        );
         assert!(names.new_temp_path().file_name().unwrap().to_str().unwrap().starts_with(".part-run_1-_._s_1."));
     }
 
@@ -169,7 +208,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let names = PartNames::new(dir.path(), "part", "r", "s1", "jsonl");
         let other = PartNames::new(dir.path(), "part", "r", "s1.x", "jsonl");
-        for path in [names.new_temp_path(), other.new_temp_path(), names.final_path(1)] {
+        for path in [names.new_temp_path(), other.new_temp_path(), names.final_paths(1, 1).remove(0)] {
             fs::write(path, b"x").unwrap();
         }
         names.remove_stale_temps().unwrap();
@@ -177,5 +216,22 @@ mod tests {
         left.sort();
         assert_eq!(left.len(), 2, "{left:?}");
         assert!(left.iter().any(|name| name.to_str().unwrap().starts_with(".part-r-s1.x.")));
+    }
+
+    #[test]
+    fn committed_parts_of_a_sequence_are_found_in_any_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = PartNames::new(dir.path(), "part", "r", "s1", "jsonl");
+        let other = PartNames::new(dir.path(), "part", "r", "s1-x", "jsonl");
+        let mut expected = names.final_paths(3, 2);
+        expected.extend(names.final_paths(3, 1));
+        let unrelated = [names.final_paths(30, 1), names.final_paths(4, 2), other.final_paths(3, 1)].concat();
+        for path in expected.iter().chain(&unrelated) {
+            fs::write(path, b"x").unwrap();
+        }
+        let mut found = names.committed_paths(3).unwrap();
+        found.sort();
+        expected.sort();
+        assert_eq!(found, expected);
     }
 }

@@ -1,8 +1,15 @@
 //! Planning the `file` source: which files a path or glob pattern matches, how
 //! each is split into shards (whole files, or byte ranges of large
 //! uncompressed files), and which bytes an incremental run still has to read.
+//!
+//! An incremental run reads an uncompressed file up to the end of its last
+//! complete line: a line still being written (or a last line without a line
+//! end) is left for the next run. A file replaced by another one under the
+//! same name (a different inode and device) is read again from its start.
 
 use std::collections::BTreeMap;
+use std::fs::{File, Metadata};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -80,10 +87,79 @@ pub(crate) struct ShardDescriptor {
     pub size: u64,
 }
 
-/// The job state of incremental runs: each file's size when it was last planned.
+/// The job state of incremental runs: each file as it was last planned.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct FileSizes {
-    pub files: BTreeMap<String, u64>,
+    pub files: BTreeMap<String, FileMark>,
+}
+
+/// How much of a file was planned, and which file it was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoredMark")]
+pub(crate) struct FileMark {
+    /// The bytes planned: up to the last complete line of an uncompressed file.
+    pub size: u64,
+    /// The file's identity (`device:inode`), when the system has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+}
+
+/// A mark as stored: a plain size in the state of earlier versions.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StoredMark {
+    Size(u64),
+    Mark {
+        size: u64,
+        #[serde(default)]
+        identity: Option<String>,
+    },
+}
+
+impl From<StoredMark> for FileMark {
+    fn from(stored: StoredMark) -> FileMark {
+        match stored {
+            StoredMark::Size(size) => FileMark { size, identity: None },
+            StoredMark::Mark { size, identity } => FileMark { size, identity },
+        }
+    }
+}
+
+/// A file's identity: its device and inode.
+#[cfg(unix)]
+fn identity(metadata: &Metadata) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    Some(format!("{}:{}", metadata.dev(), metadata.ino()))
+}
+
+#[cfg(not(unix))]
+fn identity(_metadata: &Metadata) -> Option<String> {
+    None
+}
+
+/// The bytes read backwards at a time when looking for the last line end.
+const TAIL_BYTES: u64 = 64 * 1024;
+
+/// The offset just after the last `\n` among the first `size` bytes of
+/// `path`; 0 without one.
+fn complete_lines_size(path: &Path, size: u64) -> anyhow::Result<u64> {
+    let mut file = File::open(path).with_context(|| format!("cannot open `{}`", path.display()))?;
+    let mut end = size;
+    let mut tail = Vec::new();
+    while end > 0 {
+        let start = end.saturating_sub(TAIL_BYTES);
+        tail.clear();
+        file.seek(SeekFrom::Start(start)).with_context(|| format!("cannot seek `{}`", path.display()))?;
+        (&mut file)
+            .take(end - start)
+            .read_to_end(&mut tail)
+            .with_context(|| format!("cannot read `{}`", path.display()))?;
+        if let Some(last) = tail.iter().rposition(|&byte| byte == b'\n') {
+            return Ok(start + last as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
 }
 
 /// The files a path or glob pattern names, sorted; an error when there are none.
@@ -110,31 +186,40 @@ pub(crate) fn matching_files(pattern: &str) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Plans the shards of a run. With `previous` sizes (incremental mode) a file
-/// of unchanged size is skipped and a grown uncompressed file is read from its
-/// previous size; anything else is read in full. Returns the shards and every
-/// matching file's size at planning.
+/// Plans the shards of a run. In `incremental` mode, an uncompressed file is
+/// planned up to its last complete line, and with `previous` marks an
+/// unchanged file is skipped and a grown uncompressed file is read from its
+/// previous size; anything else (a gzip file that changed, a file that shrank
+/// or was replaced) is read in full. Returns the shards and every matching
+/// file's mark at planning.
 pub(crate) fn plan_shards(
     options: &PlanOptions,
+    incremental: bool,
     previous: Option<&FileSizes>,
 ) -> anyhow::Result<(Vec<ShardSpec>, FileSizes)> {
     let mut shards = Vec::new();
     let mut sizes = FileSizes::default();
     for (index, path) in matching_files(&options.pattern)?.iter().enumerate() {
-        let size = std::fs::metadata(path).with_context(|| format!("cannot read `{}`", path.display()))?.len();
+        let metadata = std::fs::metadata(path).with_context(|| format!("cannot read `{}`", path.display()))?;
         let key = path.display().to_string();
-        sizes.files.insert(key.clone(), size);
         let format = match options.format.or_else(|| InputFormat::infer(path)) {
             Some(format) => format,
             None => bail!("cannot tell the format of `{key}` from its extension; set `format` to `csv` or `jsonl`"),
         };
         let gzip = options.compression.is_gzip(path);
+        let size = if incremental && !gzip { complete_lines_size(path, metadata.len())? } else { metadata.len() };
+        let mark = FileMark { size, identity: identity(&metadata) };
+        sizes.files.insert(key.clone(), mark.clone());
         let from = match previous.and_then(|sizes| sizes.files.get(&key)) {
             None => 0,
-            Some(&known) if known == size => continue,
-            Some(&known) if known < size && !gzip => known,
-            Some(&known) => {
-                tracing::warn!(file = %key, known, size, "file changed in a way that cannot be read incrementally, reading it again in full");
+            Some(known) if known.identity.is_some() && known.identity != mark.identity => {
+                tracing::warn!(file = %key, "the file was replaced by another one, reading it from the start");
+                0
+            }
+            Some(known) if known.size == size => continue,
+            Some(known) if known.size < size && !gzip => known.size,
+            Some(known) => {
+                tracing::warn!(file = %key, known = known.size, size, "file changed in a way that cannot be read incrementally, reading it again in full");
                 0
             }
         };
@@ -190,6 +275,30 @@ mod tests {
         assert_eq!(byte_ranges(0, 8, Some(4)), vec![(0, Some(4)), (4, None)]);
         assert_eq!(byte_ranges(0, 4, Some(4)), vec![(0, None)]);
         assert_eq!(byte_ranges(0, 100, None), vec![(0, None)]);
+    }
+
+    #[test]
+    fn complete_lines_end_at_the_last_line_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        let long_line = "x".repeat(2 * TAIL_BYTES as usize);
+        for (text, expected) in [("", 0), ("{}", 0), ("{}\n", 3), ("{}\n{\"a\"", 3), ("a\nb\n", 4)] {
+            std::fs::write(&path, text).unwrap();
+            assert_eq!(complete_lines_size(&path, text.len() as u64).unwrap(), expected, "{text:?}");
+        }
+        let text = format!("1\n{long_line}");
+        std::fs::write(&path, &text).unwrap();
+        assert_eq!(complete_lines_size(&path, text.len() as u64).unwrap(), 2);
+    }
+
+    #[test]
+    fn marks_of_earlier_versions_are_plain_sizes() {
+        let state: FileSizes = serde_json::from_value(serde_json::json!({"files": {"a": 13}})).unwrap();
+        assert_eq!(state.files["a"], FileMark { size: 13, identity: None });
+        let mark = FileMark { size: 4, identity: Some("1:2".into()) };
+        let json = serde_json::to_value(&mark).unwrap();
+        assert_eq!(json, serde_json::json!({"size": 4, "identity": "1:2"}));
+        assert_eq!(serde_json::from_value::<FileMark>(json).unwrap(), mark);
     }
 
     #[test]

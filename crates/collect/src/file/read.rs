@@ -105,7 +105,7 @@ impl ShardInput {
                     (true, true) => csv_read::read_header(csv_options, &mut input)?,
                     (true, false) => csv_read::read_header(csv_options, &mut Input::open(&file, 0, Some(0))?)?,
                 };
-                Box::new(CsvFormat::new(csv_options, header))
+                Box::new(CsvFormat::new(csv_options, header, &descriptor.path)?)
             }
         };
         let raw = Vec::new();

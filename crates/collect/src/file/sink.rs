@@ -112,7 +112,8 @@ impl Plugin for FileSinkPlugin {
         PluginInfo {
             kind: "file",
             role: Role::Sink,
-            description: "writes JSON Lines, CSV or Parquet part files into a directory, one per commit, renamed into place atomically",
+            description: "writes JSON Lines, CSV or Parquet part files into a directory, one per commit (more when a \
+                          batch brings a new field or type), renamed into place atomically",
             options: vec![
                 option("path", "string", None, "the output directory, created if missing"),
                 option("format", "string", None, "`jsonl`, `csv` or `parquet`"),
@@ -186,20 +187,27 @@ impl Sink for FileSink {
         );
         let stale = names.clone();
         tokio::task::spawn_blocking(move || stale.remove_stale_temps()).await.context("the part cleaner stopped")??;
-        Ok(Box::new(FileShardWriter { names, encoding: self.encoding, part: None }))
+        Ok(Box::new(FileShardWriter { names, encoding: self.encoding, finished: Vec::new(), part: None }))
     }
 }
 
-/// The part being written since the last commit.
+/// A part being written since the last commit.
 struct OpenPart {
     temp: PathBuf,
     encoder: Box<dyn PartEncoder>,
+}
+
+/// A part finished before the commit because a later batch did not fit it.
+struct FinishedPart {
+    temp: PathBuf,
+    file: std::fs::File,
 }
 
 /// Writes one shard's parts.
 struct FileShardWriter {
     names: PartNames,
     encoding: Encoding,
+    finished: Vec<FinishedPart>,
     part: Option<OpenPart>,
 }
 
@@ -215,6 +223,11 @@ impl FileShardWriter {
             }
         }
     }
+
+    /// The temporary files of this commit, finished or not.
+    fn temps(&self) -> impl Iterator<Item = &Path> {
+        self.finished.iter().map(|part| part.temp.as_path()).chain(self.part.iter().map(|part| part.temp.as_path()))
+    }
 }
 
 #[async_trait]
@@ -224,7 +237,12 @@ impl ShardWriter for FileShardWriter {
             return Ok(());
         }
         let part = match self.part.take() {
-            Some(part) => part,
+            Some(part) if part.encoder.fits(&batch.schema) => part,
+            Some(OpenPart { temp, encoder }) => {
+                let file = encoder.finish().with_context(|| format!("cannot finish `{}`", temp.display()));
+                self.finished.push(FinishedPart { file: file.inspect_err(|_| remove_temp(&temp))?, temp });
+                self.start_part(batch)?
+            }
             None => self.start_part(batch)?,
         };
         let part = self.part.insert(part);
@@ -232,35 +250,67 @@ impl ShardWriter for FileShardWriter {
     }
 
     async fn commit(&mut self, sequence: u64) -> anyhow::Result<()> {
-        let Some(part) = self.part.take() else {
+        let mut finished = std::mem::take(&mut self.finished);
+        let current = self.part.take();
+        if current.is_none() && finished.is_empty() {
             return Ok(());
-        };
-        let final_path = self.names.final_path(sequence);
+        }
+        let names = self.names.clone();
         tokio::task::spawn_blocking(move || {
-            let OpenPart { temp, encoder } = part;
-            let published = encoder.finish().and_then(|file| part::publish(file, &temp, &final_path));
-            if published.is_err() {
-                remove_temp(&temp);
+            if let Some(OpenPart { temp, encoder }) = current {
+                match encoder.finish() {
+                    Ok(file) => finished.push(FinishedPart { temp, file }),
+                    Err(error) => {
+                        remove_temp(&temp);
+                        finished.iter().for_each(|part| remove_temp(&part.temp));
+                        return Err(error);
+                    }
+                }
             }
-            published
+            publish_all(&names, sequence, finished)
         })
         .await
         .context("the part commit stopped")?
     }
 
     async fn abort(&mut self) -> anyhow::Result<()> {
-        if let Some(OpenPart { temp, encoder }) = self.part.take() {
-            drop(encoder);
+        let temps: Vec<PathBuf> = self.temps().map(Path::to_path_buf).collect();
+        self.finished.clear();
+        self.part = None;
+        for temp in temps {
             tokio::fs::remove_file(&temp).await.with_context(|| format!("cannot remove `{}`", temp.display()))?;
         }
         Ok(())
     }
 }
 
+/// Publishes the parts of commit `sequence` under their final names, then
+/// removes parts an earlier attempt of the same commit left under other
+/// names (it may have split its batches differently). On error the parts not
+/// published are removed.
+fn publish_all(names: &PartNames, sequence: u64, parts: Vec<FinishedPart>) -> anyhow::Result<()> {
+    let final_paths = names.final_paths(sequence, parts.len());
+    let mut parts = parts.into_iter();
+    let published = (|| {
+        let earlier = names.committed_paths(sequence)?;
+        for (FinishedPart { temp, file }, final_path) in (&mut parts).zip(&final_paths) {
+            part::publish(file, &temp, final_path).inspect_err(|_| remove_temp(&temp))?;
+        }
+        for stale in earlier.iter().filter(|path| !final_paths.contains(path)) {
+            std::fs::remove_file(stale).with_context(|| format!("cannot remove `{}`", stale.display()))?;
+        }
+        anyhow::Ok(())
+    })();
+    parts.for_each(|part| remove_temp(&part.temp));
+    published
+}
+
 impl Drop for FileShardWriter {
     fn drop(&mut self) {
-        if let Some(OpenPart { temp, encoder }) = self.part.take() {
-            drop(encoder);
+        let temps: Vec<PathBuf> = self.temps().map(Path::to_path_buf).collect();
+        self.finished.clear();
+        self.part = None;
+        for temp in temps {
             remove_temp(&temp);
         }
     }

@@ -62,7 +62,9 @@ impl Plugin for FileSourcePlugin {
         PluginInfo {
             kind: "file",
             role: Role::Source,
-            description: "reads CSV and JSON Lines files, plain or gzip, named by a path or a glob pattern",
+            description: "reads CSV and JSON Lines files, plain or gzip, named by a path or a glob pattern; \
+                          incremental runs read new files and appended complete lines (a last line without a line \
+                          end waits for the next run) and read a replaced file again from its start",
             options: vec![
                 option(
                     "path",
@@ -170,9 +172,11 @@ impl Source for FileSource {
             Mode::Range => bail!("the file source does not support range mode; use full or incremental"),
         };
         let options = self.plan.clone();
-        let (shards, sizes) = tokio::task::spawn_blocking(move || plan::plan_shards(&options, previous.as_ref()))
-            .await
-            .context("the file planner stopped")??;
+        let incremental = context.mode == Mode::Incremental;
+        let (shards, sizes) =
+            tokio::task::spawn_blocking(move || plan::plan_shards(&options, incremental, previous.as_ref()))
+                .await
+                .context("the file planner stopped")??;
         Ok(Plan { shards, next_state: Some(serde_json::to_value(sizes)?) })
     }
 
