@@ -214,6 +214,7 @@ impl Cleanse {
             .filter(|(name, _)| schema.index_of(name).is_none() && !self.drop_fields.contains(name))
             .map(|(name, value)| (Field::new(name.clone(), data_type_of(value)), value.clone()))
             .collect();
+        let keep: Vec<bool> = schema.fields.iter().map(|field| !self.drop_fields.contains(&field.name)).collect();
         let dropping = kept.len() < schema.fields.len();
         let schema = if dropping || !appended.is_empty() {
             let fields = kept.into_iter().cloned().chain(appended.iter().map(|(field, _)| field.clone())).collect();
@@ -221,7 +222,8 @@ impl Cleanse {
         } else {
             Arc::clone(schema)
         };
-        Ok(CleansePlan { schema, dropping, steps, appended: appended.into_iter().map(|(_, value)| value).collect() })
+        let keep = if dropping { Some(keep) } else { None };
+        Ok(CleansePlan { schema, keep, steps, appended: appended.into_iter().map(|(_, value)| value).collect() })
     }
 }
 
@@ -303,8 +305,8 @@ impl FieldSteps {
 struct CleansePlan {
     /// The output schema: the input's own `Arc` when no field is dropped or added.
     schema: Arc<Schema>,
-    /// Whether some fields of the input are dropped.
-    dropping: bool,
+    /// Which input fields stay, when some are dropped.
+    keep: Option<Vec<bool>>,
     /// Steps by position in the output record.
     steps: Vec<(usize, FieldSteps)>,
     /// Defaults of the fields the input lacks, appended to each record.
@@ -312,10 +314,10 @@ struct CleansePlan {
 }
 
 impl CleansePlan {
-    fn apply(&self, input: &Schema, row: &mut Vec<Value>, drop_fields: &HashSet<String>) {
-        if self.dropping {
-            let mut fields = input.fields.iter();
-            row.retain(|_| fields.next().is_some_and(|field| !drop_fields.contains(&field.name)));
+    fn apply(&self, row: &mut Vec<Value>) {
+        if let Some(keep) = &self.keep {
+            let mut keep = keep.iter();
+            row.retain(|_| keep.next().copied().unwrap_or(false));
         }
         for (index, steps) in &self.steps {
             steps.apply(&mut row[*index]);
@@ -341,9 +343,9 @@ impl DropRecords {
 impl Processor for Cleanse {
     async fn process(&self, batch: Batch) -> anyhow::Result<Processed> {
         let plan = self.plan(&batch.schema)?;
-        let Batch { schema: input, mut rows } = batch;
+        let mut rows = batch.rows;
         for row in &mut rows {
-            plan.apply(&input, row, &self.drop_fields);
+            plan.apply(row);
         }
         if let Some(drop_records) = self.drop_records {
             rows.retain(|row| !drop_records.drops(row));

@@ -10,6 +10,12 @@
 //! files ([`super::dedup_runs`]) and checks later keys against memory and the
 //! runs. The approximate mode keeps a Bloom filter sized for `expected` keys
 //! at `false_positive_rate`: a false positive drops a unique record.
+//!
+//! The keys seen live as long as the processor, one run in one process: a
+//! run resumed in a new process starts with none (duplicates of records
+//! written before the interruption can pass), and a shard retried from its
+//! checkpoint after a transient error sees the records it had processed but
+//! not committed as duplicates, so they are removed rather than rewritten.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
