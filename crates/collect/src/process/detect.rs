@@ -47,10 +47,8 @@ impl Detector {
     /// The byte ranges of `text` this detector finds, in order, not overlapping.
     pub fn find(self, text: &str) -> Vec<Range<usize>> {
         let bytes = text.as_bytes();
-        let digit_bounded = |range: &Range<usize>| {
-            !(range.start > 0 && bytes[range.start - 1].is_ascii_digit())
-                && !bytes.get(range.end).is_some_and(u8::is_ascii_digit)
-        };
+        let digit_at = |i: Option<usize>| i.and_then(|i| bytes.get(i)).is_some_and(u8::is_ascii_digit);
+        let digit_bounded = |range: &Range<usize>| !digit_at(range.start.checked_sub(1)) && !digit_at(Some(range.end));
         match self {
             Detector::Email => EMAIL.find_iter(text).map(|m| m.range()).collect(),
             Detector::Phone => PHONE.find_iter(text).map(|m| m.range()).filter(digit_bounded).collect(),
@@ -164,7 +162,7 @@ pub fn luhn_valid(digits: &str) -> bool {
             if i % 2 == 1 { if d * 2 > 9 { d * 2 - 9 } else { d * 2 } } else { d }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Inside a candidate of digit groups separated by single spaces or dashes,

@@ -230,6 +230,14 @@ impl Masking {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// The masked columns of one schema and the schema of the masked batch.
+struct MaskPlan {
+    /// Column index and method of each masked field.
+    columns: Vec<(usize, MaskMethod)>,
+    /// Masked fields become nullable strings.
+    schema: Arc<Schema>,
+}
+
 /// A configured `mask` processor.
 pub struct Masker {
     fields: Vec<(String, MaskMethod)>,
@@ -274,9 +282,8 @@ impl Masker {
         })
     }
 
-    /// The column index and method of each masked field, and the schema of the
-    /// masked batch (masked fields become nullable strings).
-    fn plan(&self, schema: &Arc<Schema>) -> anyhow::Result<(Vec<(usize, MaskMethod)>, Arc<Schema>)> {
+    /// How to mask batches of one schema.
+    fn plan(&self, schema: &Arc<Schema>) -> anyhow::Result<MaskPlan> {
         let mut columns = Vec::with_capacity(self.fields.len());
         for (name, method) in &self.fields {
             let index = schema.index_of(name).with_context(|| format!("mask: field `{name}` is not in the records"))?;
@@ -287,20 +294,20 @@ impl Masker {
             field.data_type != DataType::String || !field.nullable
         };
         if !columns.iter().any(changes_type) {
-            return Ok((columns, Arc::clone(schema)));
+            return Ok(MaskPlan { columns, schema: Arc::clone(schema) });
         }
         let mut fields = schema.fields.clone();
         for &(index, _) in &columns {
             fields[index] = Field::new(fields[index].name.clone(), DataType::String);
         }
-        Ok((columns, Arc::new(Schema::new(fields))))
+        Ok(MaskPlan { columns, schema: Arc::new(Schema::new(fields)) })
     }
 }
 
 #[async_trait]
 impl Processor for Masker {
     async fn process(&self, batch: Batch) -> anyhow::Result<Processed> {
-        let (columns, schema) = self.plan(&batch.schema)?;
+        let MaskPlan { columns, schema } = self.plan(&batch.schema)?;
         let scanned: Vec<usize> = match &self.scan {
             Some(_) => (0..schema.fields.len()).filter(|i| !columns.iter().any(|(c, _)| c == i)).collect(),
             None => Vec::new(),
