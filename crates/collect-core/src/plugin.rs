@@ -93,6 +93,18 @@ pub trait Source: Send + Sync {
     async fn estimate(&self, _shard: &ShardSpec) -> Option<u64> {
         None
     }
+
+    /// The job state a successful run leaves, from the plan's `next_state`
+    /// and the last checkpoint of every shard (in plan order). Most sources
+    /// know it at planning; a source that learns it only by reading (a
+    /// Singer tap's last STATE) derives it from its checkpoints.
+    fn final_state(
+        &self,
+        planned: Option<serde_json::Value>,
+        _checkpoints: &[Option<Checkpoint>],
+    ) -> Option<serde_json::Value> {
+        planned
+    }
 }
 
 /// Reads one shard, batch by batch.

@@ -119,6 +119,17 @@ async fn success_makes_next_state_the_job_state() {
 }
 
 #[tokio::test]
+async fn a_revised_next_state_becomes_the_job_state() {
+    let f = fixture().await;
+    let run = f.store.create_run(new_run("tap", 1)).await.unwrap();
+    f.store.set_next_state(&run.id, &json!({ "bookmark": 42 })).await.unwrap();
+    f.store.set_run_state(&run.id, RunState::Succeeded, "done").await.unwrap();
+    assert_eq!(f.store.job_state("tap").await.unwrap(), Some(json!({ "bookmark": 42 })));
+    let refused = f.store.set_next_state(&run.id, &json!({ "bookmark": 43 })).await;
+    assert!(matches!(refused, Err(Error::RunNotRunning { .. })), "{refused:?}");
+}
+
+#[tokio::test]
 async fn cancelled_runs_are_finished_without_job_state() {
     let f = fixture().await;
     let run = f.store.create_run(new_run("orders", 1)).await.unwrap();

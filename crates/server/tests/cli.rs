@@ -157,7 +157,10 @@ fn bad_job_files_are_located() {
     let text = stderr(&ws.run(&["check", "--offline", "plugin.toml"]));
     assert!(text.contains("plugin.toml:15:1: unknown field `compresion`"), "{text}");
 
-    ws.write("kind.toml", &FILES_TO_JSONL.replace("type = \"file\"\npath = \"out\"", "type = \"fiel\"\npath = \"out\""));
+    ws.write(
+        "kind.toml",
+        &FILES_TO_JSONL.replace("type = \"file\"\npath = \"out\"", "type = \"fiel\"\npath = \"out\""),
+    );
     let text = stderr(&ws.run(&["check", "--offline", "kind.toml"]));
     assert!(text.contains("kind.toml:12:"), "{text}");
     assert!(text.contains("unknown sink type `fiel`"), "{text}");
@@ -199,4 +202,37 @@ fn check_and_plugins_work() {
     for command in [&["--help"][..], &["run", "--help"], &["check", "--help"], &["plugins", "--help"]] {
         assert!(ws.run(command).status.success(), "{command:?}");
     }
+}
+
+#[test]
+fn a_singer_tap_resumes_from_its_last_state_on_the_next_run() {
+    let ws = Workspace::new();
+    let tap = Path::new(env!("CARGO_MANIFEST_DIR")).join("../collect/tests/singer/fake_tap.py");
+    let job = |records: u32| {
+        format!(
+            r#"
+mode = "incremental"
+[source]
+type = "singer"
+command = "python3"
+args = ["{}"]
+config = {{ records = {records}, state_every = 5 }}
+
+[sink]
+type = "file"
+path = "out"
+format = "jsonl"
+"#,
+            tap.display()
+        )
+    };
+    ws.write("job.toml", &job(10));
+    let first = ws.run(&["run", "job.toml"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(stderr(&first).contains("10 written"), "{}", stderr(&first));
+
+    ws.write("job.toml", &job(15));
+    let second = ws.run(&["run", "job.toml"]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert!(stderr(&second).contains("5 written"), "the tap did not start from its last STATE: {}", stderr(&second));
 }

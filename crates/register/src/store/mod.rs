@@ -143,6 +143,10 @@ pub trait Store: Send + Sync {
     /// pause or shutdown, conditional on the lease; records an event.
     async fn release_shard(&self, lease: &Lease) -> Result<(), Error>;
 
+    /// Replaces the job state a running run leaves when it succeeds, for
+    /// sources that learn it only by reading (see `Source::final_state`).
+    async fn set_next_state(&self, run_id: &str, next_state: &serde_json::Value) -> Result<(), Error>;
+
     /// Failed shards of a run back to pending (for resuming a failed run),
     /// with an event each; returns how many.
     async fn reset_failed_shards(&self, run_id: &str) -> Result<u64, Error>;

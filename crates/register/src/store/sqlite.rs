@@ -443,6 +443,23 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn set_next_state(&self, run_id: &str, next_state: &serde_json::Value) -> Result<(), Error> {
+        let updated = sqlx::query(concat!(
+            "UPDATE runs SET next_state = ?, updated_at = ",
+            now_ms!(),
+            " WHERE id = ? AND state = 'running'"
+        ))
+        .bind(next_state.to_string())
+        .bind(run_id)
+        .execute(&self.writer)
+        .await?;
+        if updated.rows_affected() == 0 {
+            let run = self.run(run_id).await?;
+            return Err(Error::RunNotRunning { run_id: run_id.to_string(), state: run.state });
+        }
+        Ok(())
+    }
+
     async fn reset_failed_shards(&self, run_id: &str) -> Result<u64, Error> {
         let mut tx = self.begin().await?;
         let exists: Option<i64> =

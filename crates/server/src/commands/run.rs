@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use haul_collect_core::runtime::{RunOutcome, RunSettings, execute, progress_for};
-use haul_collect_core::{PlanContext, ShardSpec};
+use haul_collect_core::{PlanContext, ShardSpec, Source};
 use haul_common::shutdown;
 use haul_register::ledger::StoreLedger;
 use haul_register::{NewRun, RunRecord, RunState, ShardState, Store};
@@ -70,6 +70,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         error_limit: job.spec.error_limit,
         rate_limit: job.spec.rate_limit,
     };
+    let source = job.pipeline.source.clone();
     let output = job.pipeline.sink.describe_output();
     let delivery = job.pipeline.sink.delivery();
 
@@ -78,6 +79,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let report = execute(job.pipeline, settings, shards, ledger, dead_letters.clone(), progress, stop).await;
     display.finish().await;
 
+    if report.outcome == RunOutcome::Succeeded {
+        record_final_state(store.as_ref(), source.as_ref(), &run).await?;
+    }
     let (state, reason) = match &report.outcome {
         RunOutcome::Succeeded => (RunState::Succeeded, "every shard succeeded".to_string()),
         RunOutcome::Stopped => (RunState::Paused, "interrupted".to_string()),
@@ -98,6 +102,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         RunOutcome::Stopped => ExitCode::from(EXIT_PAUSED),
         RunOutcome::Failed(_) => ExitCode::FAILURE,
     })
+}
+
+/// Lets the source revise the job state the run leaves, from its checkpoints.
+async fn record_final_state(store: &dyn Store, source: &dyn Source, run: &RunRecord) -> anyhow::Result<()> {
+    let checkpoints: Vec<_> = store.shards(&run.id).await?.into_iter().map(|shard| shard.checkpoint).collect();
+    let final_state = source.final_state(run.next_state.clone(), &checkpoints);
+    if let Some(state) = final_state.filter(|state| Some(state) != run.next_state.as_ref()) {
+        store.set_next_state(&run.id, &state).await?;
+    }
+    Ok(())
 }
 
 async fn open_store(state_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
