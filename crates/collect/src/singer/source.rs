@@ -163,6 +163,19 @@ impl Source for SingerSource {
         Ok(Plan { shards: vec![ShardSpec { id: "singer".to_string(), descriptor }], next_state: None })
     }
 
+    /// The last STATE the tap emitted becomes the job state, so the next
+    /// incremental run starts the tap from it.
+    fn final_state(
+        &self,
+        planned: Option<serde_json::Value>,
+        checkpoints: &[Option<Checkpoint>],
+    ) -> Option<serde_json::Value> {
+        let last_state = checkpoints.iter().flatten().find_map(|checkpoint| {
+            serde_json::from_value::<SingerCheckpoint>(checkpoint.0.clone()).ok().and_then(|c| c.state)
+        });
+        last_state.or(planned)
+    }
+
     async fn open(
         &self,
         shard: &ShardSpec,
