@@ -195,7 +195,21 @@ impl Processed {
 /// One instance serves every shard of a run, concurrently, so state kept
 /// across batches (deduplication, uniqueness checks) is per run. An error
 /// fails the shard; a record-level problem is a [`Rejected`] record instead.
+///
+/// Lifecycle per shard: `process` for each batch, then `committed` once the
+/// sink has made those batches durable, or `rewound` when they were
+/// discarded (a retry reads them again from the last checkpoint). State
+/// learnt from a shard's batches must stay tentative until `committed`, or a
+/// retried record would look like a duplicate of itself.
 #[async_trait]
 pub trait Processor: Send + Sync {
-    async fn process(&self, batch: Batch) -> anyhow::Result<Processed>;
+    async fn process(&self, shard: &str, batch: Batch) -> anyhow::Result<Processed>;
+
+    /// Everything processed for `shard` so far is durably in the sink.
+    async fn committed(&self, _shard: &str) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// Everything processed for `shard` since its last commit was discarded.
+    async fn rewound(&self, _shard: &str) {}
 }

@@ -356,6 +356,9 @@ async fn attempt(
             if let Err(abort_error) = writer.abort().await {
                 tracing::warn!(shard = %shard.id, error = %format!("{abort_error:#}"), "discarding uncommitted output failed");
             }
+            for processor in &context.pipeline.processors {
+                processor.rewound(&shard.id).await;
+            }
             progress.subtract(uncommitted.counters);
             Err(error)
         }
@@ -402,7 +405,7 @@ async fn write_batch(
     let mut all_rejected = rejected;
     let mut dropped = 0;
     for processor in &context.pipeline.processors {
-        let processed = processor.process(batch).await?;
+        let processed = processor.process(&writer_context.shard_id, batch).await?;
         batch = processed.batch;
         all_rejected.extend(processed.rejected);
         dropped += processed.dropped;
@@ -455,6 +458,9 @@ async fn commit(
     let Some(checkpoint) = uncommitted.checkpoint.take() else { return Ok(()) };
     let sequence = resume.sequence + 1;
     writer.commit(sequence).await.context("committing to the sink")?;
+    for processor in &context.pipeline.processors {
+        processor.committed(&shard.id).await?;
+    }
     let mut next = ResumePoint { sequence, checkpoint: Some(checkpoint), counters: resume.counters };
     next.counters += std::mem::take(&mut uncommitted.counters);
     context.ledger.checkpoint(shard, &next).await.context("saving the checkpoint")?;

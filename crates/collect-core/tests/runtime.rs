@@ -16,8 +16,8 @@ use haul_collect_core::runtime::{
 };
 use haul_collect_core::transient::transient;
 use haul_collect_core::{
-    Batch, Checkpoint, DataType, Delivery, Field, Plan, PlanContext, Rejected, Schema, ShardReader, ShardSpec,
-    ShardWriter, Sink, Source, SourceBatch, Value,
+    Batch, Checkpoint, DataType, Delivery, Field, Plan, PlanContext, Processed, Processor, Rejected, Schema,
+    ShardReader, ShardSpec, ShardWriter, Sink, Source, SourceBatch, Value,
 };
 use haul_common::duration::HumanDuration;
 use haul_common::retry::RetryPolicy;
@@ -245,9 +245,18 @@ impl Harness {
     }
 
     async fn run(&self, settings: RunSettings, stop: CancellationToken) -> haul_collect_core::runtime::RunReport {
+        self.run_with(settings, stop, vec![]).await
+    }
+
+    async fn run_with(
+        &self,
+        settings: RunSettings,
+        stop: CancellationToken,
+        processors: Vec<Arc<dyn Processor>>,
+    ) -> haul_collect_core::runtime::RunReport {
         let plan = self.source.plan(&haul_collect_core_context()).await.unwrap();
         let progress = progress_for(&plan.shards);
-        let pipeline = Pipeline { source: self.source.clone(), processors: vec![], sink: self.sink.clone() };
+        let pipeline = Pipeline { source: self.source.clone(), processors, sink: self.sink.clone() };
         execute(pipeline, settings, plan.shards, self.ledger.clone(), self.dead_letters.clone(), progress, stop).await
     }
 
@@ -355,4 +364,40 @@ async fn ratio_limit_is_checked_at_the_end() {
     let report =
         harness.run(settings(haul_collect_core::error_limit::ErrorLimit::Ratio(0.25)), CancellationToken::new()).await;
     assert_eq!(report.outcome, RunOutcome::Succeeded);
+}
+
+/// Records what the runtime tells a processor, per shard.
+#[derive(Default)]
+struct Journal {
+    events: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Processor for Journal {
+    async fn process(&self, shard: &str, batch: Batch) -> anyhow::Result<Processed> {
+        self.events.lock().unwrap().push(format!("{shard}:process"));
+        Ok(Processed::pass(batch))
+    }
+    async fn committed(&self, shard: &str) -> anyhow::Result<()> {
+        self.events.lock().unwrap().push(format!("{shard}:committed"));
+        Ok(())
+    }
+    async fn rewound(&self, shard: &str) {
+        self.events.lock().unwrap().push(format!("{shard}:rewound"));
+    }
+}
+
+#[tokio::test]
+async fn processors_hear_of_commits_and_rewinds() {
+    let mut source = NumbersSource::new(1, 100);
+    source.fail_at = Some(55);
+    let harness = Harness::new(source);
+    let journal = Arc::new(Journal::default());
+    let report = harness.run_with(settings(Default::default()), CancellationToken::new(), vec![journal.clone()]).await;
+    assert_eq!(report.outcome, RunOutcome::Succeeded);
+    let events = journal.events.lock().unwrap().clone();
+    let rewound = events.iter().position(|e| e == "s0:rewound").expect("the retry rewound the processor");
+    assert!(events[..rewound].contains(&"s0:committed".to_string()));
+    assert_eq!(events.last().map(String::as_str), Some("s0:committed"));
+    assert_eq!(harness.committed_sorted(), expected(1, 100));
 }

@@ -104,7 +104,7 @@ async fn run_case(kind: &str, option: &str, path: &Path) -> anyhow::Result<()> {
     let mut options = case.options.clone();
     options.insert(option.to_string(), json!(case.program.join("\n")));
     let processor = build(kind, options)?;
-    let processed = processor.process(case.input.to_batch()).await?;
+    let processed = processor.process("shard-0", case.input.to_batch()).await?;
     let output = GoldenBatch::from_batch(&processed.batch);
     anyhow::ensure!(output == case.output, "{}: output\n{output:#?}\nexpected\n{:#?}", case.about, case.output);
     let rejected: Vec<GoldenRejected> = processed
@@ -224,6 +224,6 @@ async fn on_error_fail_fails_the_batch() {
     let options = json!({"source": ".n = to_int!(.n)", "on_error": "fail"}).as_object().cloned().unwrap();
     let processor = build("remap", options).unwrap();
     let input = GoldenBatch { fields: vec![("n".into(), DataType::String)], rows: vec![vec![json!("x")]] };
-    let error = processor.process(input.to_batch()).await.unwrap_err();
+    let error = processor.process("shard-0", input.to_batch()).await.unwrap_err();
     assert!(error.to_string().starts_with("remap failed on a record: function call error for \"to_int\""), "{error}");
 }

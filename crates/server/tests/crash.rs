@@ -123,7 +123,8 @@ async fn killed_copy_into_an_upsert_table_is_exact() {
     .await
     .unwrap();
     let (rows, distinct, sum, differing): (i64, i64, i64, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
-    let total: i64 = sqlx::query(AssertSqlSafe(format!("select count(*) from {target}"))).fetch_one(&pool).await.unwrap().get(0);
+    let total: i64 =
+        sqlx::query(AssertSqlSafe(format!("select count(*) from {target}"))).fetch_one(&pool).await.unwrap().get(0);
     assert_eq!(total, ROWS, "rows in the target");
     assert_eq!((rows, distinct, sum), (ROWS, ROWS, ROWS * (ROWS + 1) / 2));
     assert_eq!(differing, 0, "rows whose values differ from the source");

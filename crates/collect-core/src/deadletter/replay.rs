@@ -55,7 +55,7 @@ pub async fn replay(
         let mut batch = to_batch(&group);
         let mut rejected: Vec<Rejected> = Vec::new();
         for processor in &pipeline.processors[entry.min(pipeline.processors.len())..] {
-            let processed = processor.process(batch).await?;
+            let processed = processor.process(&context.shard_id, batch).await?;
             batch = processed.batch;
             report.rejected_again += processed.dropped;
             rejected.extend(processed.rejected);
@@ -68,6 +68,9 @@ pub async fn replay(
         replayed_ids.extend(group.into_iter().map(|letter| letter.id));
     }
     writer.commit(1).await.context("committing to the sink")?;
+    for processor in &pipeline.processors {
+        processor.committed(&context.shard_id).await?;
+    }
     dead_letters.mark_replayed(&replayed_ids).await.context("marking dead letters replayed")?;
     Ok(report)
 }

@@ -146,7 +146,7 @@ pub struct Cast {
 
 #[async_trait]
 impl Processor for Cast {
-    async fn process(&self, batch: Batch) -> anyhow::Result<Processed> {
+    async fn process(&self, _shard: &str, batch: Batch) -> anyhow::Result<Processed> {
         let plan: Vec<(usize, &str, &Conversion)> = self
             .conversions
             .iter()
@@ -246,7 +246,7 @@ mod tests {
                 [6, "1", "31/12/2023 23:59", "1", "no", "20240131", "1", 1, "[1"],
             ]),
         );
-        let processed = processor.process(input).await.unwrap();
+        let processed = processor.process("shard-0", input).await.unwrap();
         let expected = table(
             &[
                 ("id", Int),
@@ -305,7 +305,7 @@ mod tests {
                 ["2024-01-02T03:04:05Z", "2024-01-02", null],
             ]),
         );
-        let processed = processor.process(input).await.unwrap();
+        let processed = processor.process("shard-0", input).await.unwrap();
         let expected = table(
             &[("wall", Timestamp), ("instant", TimestampTz), ("day", Date)],
             json!([
@@ -325,11 +325,11 @@ mod tests {
     #[tokio::test]
     async fn empty_batches_and_untouched_schemas() {
         let processor = cast(json!({ "fields": { "n": "int", "absent": "bool" } })).unwrap();
-        let empty = processor.process(table(&[("n", Text)], json!([]))).await.unwrap();
+        let empty = processor.process("shard-0", table(&[("n", Text)], json!([]))).await.unwrap();
         assert_eq!(empty.batch, table(&[("n", Int)], json!([])));
         let input = table(&[("n", Int)], json!([[1], [null]]));
         let schema = Arc::clone(&input.schema);
-        let processed = processor.process(input).await.unwrap();
+        let processed = processor.process("shard-0", input).await.unwrap();
         assert!(Arc::ptr_eq(&processed.batch.schema, &schema));
         assert_eq!(processed.batch, table(&[("n", Int)], json!([[1], [null]])));
     }

@@ -341,7 +341,7 @@ impl DropRecords {
 
 #[async_trait]
 impl Processor for Cleanse {
-    async fn process(&self, batch: Batch) -> anyhow::Result<Processed> {
+    async fn process(&self, shard: &str, batch: Batch) -> anyhow::Result<Processed> {
         let plan = self.plan(&batch.schema)?;
         let mut rows = batch.rows;
         for row in &mut rows {
@@ -352,9 +352,22 @@ impl Processor for Cleanse {
         }
         if let Some(dedup) = self.dedup.as_ref().filter(|_| !rows.is_empty()) {
             let key = dedup.key_indices(&plan.schema)?;
-            dedup.retain_first(&mut rows, &key).await?;
+            dedup.retain_first(shard, &mut rows, &key).await?;
         }
         Ok(Processed::pass(Batch::new(plan.schema, rows)))
+    }
+
+    async fn committed(&self, shard: &str) -> anyhow::Result<()> {
+        match &self.dedup {
+            Some(dedup) => dedup.committed(shard).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn rewound(&self, shard: &str) {
+        if let Some(dedup) = &self.dedup {
+            dedup.rewound(shard).await;
+        }
     }
 }
 
@@ -371,7 +384,7 @@ mod tests {
     }
 
     async fn run(cleanse: &Cleanse, batch: Batch) -> Batch {
-        let processed = cleanse.process(batch).await.unwrap();
+        let processed = cleanse.process("shard-0", batch).await.unwrap();
         assert!(processed.rejected.is_empty() && processed.dropped == 0, "cleanse never rejects");
         processed.batch
     }
@@ -451,10 +464,10 @@ mod tests {
     #[tokio::test]
     async fn missing_dedup_key_and_mistyped_default_are_errors() {
         let processor = cleanse(json!({ "dedup": { "key": ["id"] } }));
-        let error = processor.process(table(&[("name", Text)], json!([["a"]]))).await.unwrap_err();
+        let error = processor.process("shard-0", table(&[("name", Text)], json!([["a"]]))).await.unwrap_err();
         assert_eq!(error.to_string(), "dedup key field `id` is not in the batch");
         let processor = cleanse(json!({ "defaults": { "id": "none" } }));
-        let error = processor.process(table(&[("id", Int)], json!([[null]]))).await.unwrap_err();
+        let error = processor.process("shard-0", table(&[("id", Int)], json!([[null]]))).await.unwrap_err();
         assert_eq!(error.to_string(), "the default for `id` is string but the field is int");
     }
 

@@ -17,7 +17,7 @@
 //! checkpoint after a transient error sees the records it had processed but
 //! not committed as duplicates, so they are removed rather than rewritten.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 use std::sync::{Arc, Mutex};
 
@@ -100,10 +100,29 @@ impl TryFrom<String> for ByteSize {
 }
 
 /// Removes records whose key was seen before in the run.
+///
+/// Keys first seen in a shard stay tentative until the shard commits: a
+/// retry that discards uncommitted batches forgets them, so the records it
+/// reads again are not taken for duplicates of themselves. Tentative keys
+/// are held in memory, about one checkpoint interval's worth per shard.
 pub struct Dedup {
     key: Vec<String>,
     hasher: KeyHasher,
-    store: Arc<Mutex<SeenKeys>>,
+    store: Arc<Mutex<DedupState>>,
+}
+
+type HashSet128 = HashSet<u128, BuildHasherDefault<PassThroughHasher>>;
+
+/// Committed keys, and the tentative keys of each shard.
+struct DedupState {
+    seen: SeenKeys,
+    tentative: HashMap<String, HashSet128>,
+}
+
+impl DedupState {
+    fn known(&self, hash: u128) -> anyhow::Result<bool> {
+        Ok(self.tentative.values().any(|keys| keys.contains(&hash)) || self.seen.contains(hash)?)
+    }
 }
 
 impl Dedup {
@@ -138,7 +157,8 @@ impl Dedup {
                 SeenKeys::Approximate(filter)
             }
         };
-        Ok(Dedup { key: config.key, hasher: KeyHasher::default(), store: Arc::new(Mutex::new(seen)) })
+        let state = DedupState { seen, tentative: HashMap::new() };
+        Ok(Dedup { key: config.key, hasher: KeyHasher::default(), store: Arc::new(Mutex::new(state)) })
     }
 
     /// The positions of the key fields in `schema`; a missing one is an error.
@@ -149,25 +169,68 @@ impl Dedup {
             .collect()
     }
 
-    /// Keeps the first record of each key not seen before, in batch order.
-    pub async fn retain_first(&self, rows: &mut Vec<Vec<Value>>, key: &[usize]) -> anyhow::Result<()> {
+    /// Keeps the first record of each key not seen before, in batch order;
+    /// the keys kept stay tentative for `shard` until [`Dedup::committed`].
+    pub async fn retain_first(&self, shard: &str, rows: &mut Vec<Vec<Value>>, key: &[usize]) -> anyhow::Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
         let hashes: Vec<u128> = rows.iter().map(|row| self.hasher.hash(row, key)).collect();
-        let store = Arc::clone(&self.store);
-        let fresh = tokio::task::spawn_blocking(move || {
-            let mut seen = store.lock().map_err(|_| anyhow::anyhow!("the dedup store was poisoned by a panic"))?;
-            hashes.into_iter().map(|hash| seen.insert(hash)).collect::<anyhow::Result<Vec<bool>>>()
-        })
-        .await
-        .context("the dedup task stopped")??;
+        let shard = shard.to_string();
+        let fresh = self
+            .with_state(move |state| {
+                let mut fresh = Vec::with_capacity(hashes.len());
+                for hash in hashes {
+                    let new = !state.known(hash)?;
+                    if new {
+                        state.tentative.entry(shard.clone()).or_default().insert(hash);
+                    }
+                    fresh.push(new);
+                }
+                Ok(fresh)
+            })
+            .await?;
         let mut index = 0;
         rows.retain(|_| {
             index += 1;
             fresh[index - 1]
         });
         Ok(())
+    }
+}
+
+impl Dedup {
+    /// The shard's tentative keys become committed keys.
+    pub async fn committed(&self, shard: &str) -> anyhow::Result<()> {
+        let shard = shard.to_string();
+        self.with_state(move |state| {
+            for hash in state.tentative.remove(&shard).unwrap_or_default() {
+                state.seen.insert(hash)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The shard's tentative keys are forgotten: their records will be read again.
+    pub async fn rewound(&self, shard: &str) {
+        if let Ok(mut state) = self.store.lock() {
+            state.tentative.remove(shard);
+        }
+    }
+
+    /// Runs `work` on the state off the async threads (committing may spill to disk).
+    async fn with_state<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut DedupState) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || {
+            let mut state = store.lock().map_err(|_| anyhow::anyhow!("the dedup store was poisoned by a panic"))?;
+            work(&mut state)
+        })
+        .await
+        .context("the dedup task stopped")?
     }
 }
 
@@ -247,6 +310,14 @@ impl SeenKeys {
             SeenKeys::Approximate(filter) => Ok(filter.insert(hash)),
         }
     }
+
+    /// Whether `hash` was recorded (for the Bloom filter: probably).
+    fn contains(&self, hash: u128) -> anyhow::Result<bool> {
+        match self {
+            SeenKeys::Exact(keys) => Ok(keys.memory.contains(&hash) || keys.spilled.contains(hash)?),
+            SeenKeys::Approximate(filter) => Ok(filter.contains(hash)),
+        }
+    }
 }
 
 /// Hashes in memory up to `capacity`, the older ones in sorted runs on disk.
@@ -317,14 +388,26 @@ impl BloomFilter {
         self.words.len() as u64 * 8
     }
 
-    /// Sets the key's bits; true when one of them was still clear.
-    fn insert(&mut self, hash: u128) -> bool {
+    /// Whether every bit of the key is set.
+    fn contains(&self, hash: u128) -> bool {
+        self.positions(hash).all(|(word, mask)| self.words[word] & mask != 0)
+    }
+
+    /// The word and bit mask of each of the key's bits.
+    fn positions(&self, hash: u128) -> impl Iterator<Item = (usize, u64)> + use<> {
         let first = hash as u64;
         let step = ((hash >> 64) as u64) | 1;
+        let bits = self.bits;
+        (0..self.hashes).map(move |i| {
+            let bit = first.wrapping_add(i.wrapping_mul(step)) % bits;
+            ((bit / 64) as usize, 1u64 << (bit % 64))
+        })
+    }
+
+    /// Sets the key's bits; true when one of them was still clear.
+    fn insert(&mut self, hash: u128) -> bool {
         let mut fresh = false;
-        for i in 0..self.hashes {
-            let bit = first.wrapping_add(i.wrapping_mul(step)) % self.bits;
-            let (word, mask) = ((bit / 64) as usize, 1u64 << (bit % 64));
+        for (word, mask) in self.positions(hash) {
             fresh |= self.words[word] & mask == 0;
             self.words[word] |= mask;
         }
@@ -411,7 +494,9 @@ mod tests {
                 }
                 for chunk in keys.chunks(100) {
                     let mut batch = rows(chunk.iter().copied());
-                    dedup.retain_first(&mut batch, &[0]).await.unwrap();
+                    let name = if reverse { "backward" } else { "forward" };
+                    dedup.retain_first(name, &mut batch, &[0]).await.unwrap();
+                    dedup.committed(name).await.unwrap();
                     kept.extend(ids(&batch));
                 }
                 kept
@@ -425,17 +510,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_rewound_shard_reads_its_records_again_without_losing_them() {
+        let dedup = Dedup::new(config(DedupMethod::Exact, None)).unwrap();
+        let mut first = rows(0..10);
+        dedup.retain_first("a", &mut first, &[0]).await.unwrap();
+        assert_eq!(ids(&first), (0..10).collect::<Vec<_>>());
+        // Another shard sees the tentative keys as duplicates already.
+        let mut other = rows(5..15);
+        dedup.retain_first("b", &mut other, &[0]).await.unwrap();
+        assert_eq!(ids(&other), (10..15).collect::<Vec<_>>());
+
+        // Shard a fails before committing and reads the same records again: none is lost.
+        dedup.rewound("a").await;
+        let mut again = rows(0..10);
+        dedup.retain_first("a", &mut again, &[0]).await.unwrap();
+        assert_eq!(ids(&again), (0..10).collect::<Vec<_>>());
+        dedup.committed("a").await.unwrap();
+        dedup.committed("b").await.unwrap();
+
+        let mut late = rows(0..20);
+        dedup.retain_first("c", &mut late, &[0]).await.unwrap();
+        assert_eq!(ids(&late), (15..20).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
     async fn approximate_dedup_stays_within_its_false_positive_rate() {
         let mut settings = config(DedupMethod::Approximate, Some("1MB"));
         settings.expected = 100_000;
         settings.false_positive_rate = 0.01;
         let dedup = Dedup::new(settings).unwrap();
-        let mut unique = rows(0..100_000);
-        dedup.retain_first(&mut unique, &[0]).await.unwrap();
-        let false_positives = 100_000 - unique.len();
+        let mut kept = 0;
+        for start in (0..100_000).step_by(1_000) {
+            let mut unique = rows(start..start + 1_000);
+            dedup.retain_first("s", &mut unique, &[0]).await.unwrap();
+            dedup.committed("s").await.unwrap();
+            kept += unique.len();
+        }
+        let false_positives = 100_000 - kept;
         assert!(false_positives <= 1_000, "{false_positives} unique keys dropped, more than 1%");
         let mut repeated = rows(0..100_000);
-        dedup.retain_first(&mut repeated, &[0]).await.unwrap();
+        dedup.retain_first("s", &mut repeated, &[0]).await.unwrap();
         assert!(repeated.is_empty(), "a Bloom filter never lets a repeated key through");
     }
 
@@ -452,7 +566,8 @@ mod tests {
             for batch in batches {
                 let expected: Vec<i64> = batch.iter().copied().filter(|id| seen.insert(*id)).collect();
                 let mut rows = rows(batch);
-                runtime.block_on(dedup.retain_first(&mut rows, &[0])).unwrap();
+                runtime.block_on(dedup.retain_first("s", &mut rows, &[0])).unwrap();
+                runtime.block_on(dedup.committed("s")).unwrap();
                 prop_assert_eq!(ids(&rows), expected);
             }
         }

@@ -85,7 +85,7 @@ pub struct FilterProcessor {
 
 #[async_trait]
 impl Processor for FilterProcessor {
-    async fn process(&self, batch: Batch) -> anyhow::Result<Processed> {
+    async fn process(&self, _shard: &str, batch: Batch) -> anyhow::Result<Processed> {
         let filter = Arc::clone(&self.filter);
         run_blocking(move || filter.process(batch)).await
     }

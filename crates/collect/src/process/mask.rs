@@ -306,7 +306,7 @@ impl Masker {
 
 #[async_trait]
 impl Processor for Masker {
-    async fn process(&self, batch: Batch) -> anyhow::Result<Processed> {
+    async fn process(&self, _shard: &str, batch: Batch) -> anyhow::Result<Processed> {
         let MaskPlan { columns, schema } = self.plan(&batch.schema)?;
         let scanned: Vec<usize> = match &self.scan {
             Some(_) => (0..schema.fields.len()).filter(|i| !columns.iter().any(|(c, _)| c == i)).collect(),
@@ -397,7 +397,7 @@ mod tests {
                 ]),
             ],
         );
-        let output = masker.process(input).await.unwrap();
+        let output = masker.process("shard-0", input).await.unwrap();
         assert!(output.rejected.is_empty());
         assert_eq!(output.dropped, 0);
         let hash = text(MaskMethod::Hash, "13812345678");
@@ -432,10 +432,10 @@ mod tests {
     async fn unchanged_schema_stays_shared() {
         let masker = Masker::new(config(r#"fields = { name = "full" }"#)).unwrap();
         let schema = Arc::new(Schema::new(vec![Field::new("name", DataType::String)]));
-        let output = masker.process(Batch::new(Arc::clone(&schema), vec![vec!["x".into()]])).await.unwrap();
+        let output = masker.process("shard-0", Batch::new(Arc::clone(&schema), vec![vec!["x".into()]])).await.unwrap();
         assert!(Arc::ptr_eq(&output.batch.schema, &schema));
         let missing = Batch::new(Arc::new(Schema::new(vec![Field::new("other", DataType::String)])), vec![]);
-        let error = masker.process(missing).await.unwrap_err();
+        let error = masker.process("shard-0", missing).await.unwrap_err();
         assert_eq!(error.to_string(), "mask: field `name` is not in the records");
     }
 

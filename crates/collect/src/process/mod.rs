@@ -8,14 +8,14 @@ pub mod cleanse;
 mod cleanse_text;
 pub mod dedup;
 mod dedup_runs;
-pub mod rename;
-pub mod select;
-#[cfg(test)]
-mod test_table;
 pub mod detect;
 pub mod filter;
 pub mod mask;
 pub mod remap;
+pub mod rename;
+pub mod select;
+#[cfg(test)]
+mod test_table;
 pub mod validate;
 mod validate_rules;
 mod vrl_bridge;

@@ -135,7 +135,7 @@ pub struct RemapProcessor {
 
 #[async_trait]
 impl Processor for RemapProcessor {
-    async fn process(&self, batch: Batch) -> anyhow::Result<Processed> {
+    async fn process(&self, _shard: &str, batch: Batch) -> anyhow::Result<Processed> {
         let remap = Arc::clone(&self.remap);
         run_blocking(move || remap.process(batch)).await?
     }

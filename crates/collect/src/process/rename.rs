@@ -82,7 +82,7 @@ impl Rename {
 
 #[async_trait]
 impl Processor for Rename {
-    async fn process(&self, batch: Batch) -> anyhow::Result<Processed> {
+    async fn process(&self, _shard: &str, batch: Batch) -> anyhow::Result<Processed> {
         Ok(Processed::pass(match self.renamed_schema(&batch.schema)? {
             Some(schema) => Batch { schema: Arc::new(schema), rows: batch.rows },
             None => batch,
@@ -106,7 +106,7 @@ mod tests {
     async fn golden_renames_keep_values_and_order_and_allow_swaps() {
         let processor = rename(json!({ "id": "order_id", "a": "b", "b": "a", "absent": "x" })).unwrap();
         let input = table(&[("id", Int), ("a", Text), ("b", Int)], json!([[1, "x", 2], [null, null, null]]));
-        let processed = processor.process(input).await.unwrap();
+        let processed = processor.process("shard-0", input).await.unwrap();
         let expected = table(&[("order_id", Int), ("b", Text), ("a", Int)], json!([[1, "x", 2], [null, null, null]]));
         assert_eq!(processed.batch, expected);
         assert!(processed.rejected.is_empty());
@@ -117,13 +117,13 @@ mod tests {
         let processor = rename(json!({ "absent": "x" })).unwrap();
         let input = table(&[("id", Int)], json!([]));
         let schema = Arc::clone(&input.schema);
-        assert!(Arc::ptr_eq(&processor.process(input).await.unwrap().batch.schema, &schema));
+        assert!(Arc::ptr_eq(&processor.process("shard-0", input).await.unwrap().batch.schema, &schema));
     }
 
     #[tokio::test]
     async fn renaming_onto_an_existing_field_names_both() {
         let processor = rename(json!({ "name": "id" })).unwrap();
-        let error = processor.process(table(&[("id", Int), ("name", Text)], json!([]))).await.unwrap_err();
+        let error = processor.process("shard-0", table(&[("id", Int), ("name", Text)], json!([]))).await.unwrap_err();
         assert_eq!(error.to_string(), "cannot rename `name` to `id`: the records already have a field `id`");
     }
 

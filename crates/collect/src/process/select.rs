@@ -182,7 +182,7 @@ impl Project {
 
 #[async_trait]
 impl Processor for Project {
-    async fn process(&self, batch: Batch) -> anyhow::Result<Processed> {
+    async fn process(&self, _shard: &str, batch: Batch) -> anyhow::Result<Processed> {
         let projection = self.projection(&batch.schema)?;
         if projection.schema == *batch.schema {
             return Ok(Processed::pass(batch));
@@ -220,22 +220,22 @@ mod tests {
     async fn golden_select_reorders_and_fills_missing_with_nulls() {
         let reorder = select(json!({ "fields": ["price", "id"] }));
         let expected = table(&[("price", Float), ("id", Int)], json!([[1.5, 1], [null, 2]]));
-        assert_eq!(reorder.process(input()).await.unwrap().batch, expected);
+        assert_eq!(reorder.process("shard-0", input()).await.unwrap().batch, expected);
 
         let in_order = select(json!({ "fields": ["id", "price", "extra"], "missing": "null" }));
         let expected =
             table(&[("id", Int), ("price", Float), ("extra", Text)], json!([[1, 1.5, null], [2, null, null]]));
-        assert_eq!(in_order.process(input()).await.unwrap().batch, expected);
+        assert_eq!(in_order.process("shard-0", input()).await.unwrap().batch, expected);
 
         let subset_in_order = select(json!({ "fields": ["id", "price"] }));
         let expected = table(&[("id", Int), ("price", Float)], json!([[1, 1.5], [2, null]]));
-        assert_eq!(subset_in_order.process(input()).await.unwrap().batch, expected);
+        assert_eq!(subset_in_order.process("shard-0", input()).await.unwrap().batch, expected);
     }
 
     #[tokio::test]
     async fn select_names_every_missing_field() {
         let processor = select(json!({ "fields": ["id", "x", "y"] }));
-        let error = processor.process(input()).await.unwrap_err();
+        let error = processor.process("shard-0", input()).await.unwrap_err();
         assert_eq!(error.to_string(), "selected fields missing from the records: x, y");
     }
 
@@ -243,7 +243,7 @@ mod tests {
     async fn golden_drop_removes_listed_fields_and_skips_absent_ones() {
         let processor = drop_fields(json!(["name", "absent"]));
         let expected = table(&[("id", Int), ("price", Float)], json!([[1, 1.5], [2, null]]));
-        assert_eq!(processor.process(input()).await.unwrap().batch, expected);
+        assert_eq!(processor.process("shard-0", input()).await.unwrap().batch, expected);
     }
 
     #[tokio::test]
@@ -251,9 +251,12 @@ mod tests {
         let batch = input();
         let schema = Arc::clone(&batch.schema);
         let all = select(json!({ "fields": ["id", "name", "price"] }));
-        assert!(Arc::ptr_eq(&all.process(batch).await.unwrap().batch.schema, &schema));
+        assert!(Arc::ptr_eq(&all.process("shard-0", batch).await.unwrap().batch.schema, &schema));
         let empty = table(&[("id", Int), ("name", Text)], json!([]));
-        assert_eq!(drop_fields(json!(["id"])).process(empty).await.unwrap().batch, table(&[("name", Text)], json!([])));
+        assert_eq!(
+            drop_fields(json!(["id"])).process("shard-0", empty).await.unwrap().batch,
+            table(&[("name", Text)], json!([]))
+        );
     }
 
     #[test]

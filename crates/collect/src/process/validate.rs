@@ -201,7 +201,7 @@ impl RecordValidator {
 
 #[async_trait]
 impl Processor for RecordValidator {
-    async fn process(&self, batch: Batch) -> anyhow::Result<Processed> {
+    async fn process(&self, _shard: &str, batch: Batch) -> anyhow::Result<Processed> {
         let Batch { schema, rows } = batch;
         let columns: Vec<Option<usize>> = self.rules.iter().map(|rule| schema.index_of(&rule.field)).collect();
         let key_column = self.key.as_deref().and_then(|key| schema.index_of(key));
@@ -314,7 +314,7 @@ mod tests {
 
     #[tokio::test]
     async fn golden_dead_letters_list_every_violation() {
-        let output = validator(RULES).process(table(INPUT)).await.unwrap();
+        let output = validator(RULES).process("shard-0", table(INPUT)).await.unwrap();
         let expected = table(
             r#"
             id | email    | age | status
@@ -347,10 +347,10 @@ mod tests {
     #[tokio::test]
     async fn drop_counts_and_fail_errors() {
         let dropping = validator(&format!("on_invalid = \"drop\"\n{RULES}"));
-        let output = dropping.process(table(INPUT)).await.unwrap();
+        let output = dropping.process("shard-0", table(INPUT)).await.unwrap();
         assert_eq!((output.batch.len(), output.rejected.len(), output.dropped), (2, 0, 3));
         let failing = validator(&format!("on_invalid = \"fail\"\n{RULES}"));
-        let error = failing.process(table(INPUT)).await.unwrap_err().to_string();
+        let error = failing.process("shard-0", table(INPUT)).await.unwrap_err().to_string();
         assert_eq!(error, r"invalid record at 2: email: does not match ^\S+@\S+$; age: 130 is above the maximum 120");
     }
 
@@ -358,19 +358,22 @@ mod tests {
     async fn json_schema_pass_and_fail() {
         let schema = r#"json_schema = '{"type": "object", "required": ["email"], "properties": {"age": {"type": "integer", "maximum": 120}}}'"#;
         let output = validator(schema)
-            .process(table(
-                r#"
+            .process(
+                "shard-0",
+                table(
+                    r#"
                 email     | age
                 "a@x.io"  | 30
                 "b@x.io"  | 130
                 "#,
-            ))
+                ),
+            )
             .await
             .unwrap();
         assert_eq!(output.batch.len(), 1);
         assert_eq!(output.rejected.len(), 1);
         assert_eq!(output.rejected[0].reason, "/age: 130 is greater than the maximum of 120");
-        let missing = validator(schema).process(table("age\n1")).await.unwrap();
+        let missing = validator(schema).process("shard-0", table("age\n1")).await.unwrap();
         assert_eq!(missing.rejected[0].reason, "record: \"email\" is a required property");
     }
 
@@ -394,7 +397,7 @@ mod tests {
         let file = dir.path().join("schema.json");
         std::fs::write(&file, r#"{"properties": {"age": {"minimum": 0}}}"#).unwrap();
         let validator = validator(&format!("json_schema_file = {:?}", file.to_str().unwrap()));
-        let output = validator.process(table("age\n-1\n1")).await.unwrap();
+        let output = validator.process("shard-0", table("age\n-1\n1")).await.unwrap();
         assert_eq!((output.batch.len(), output.rejected.len()), (1, 1));
     }
 
@@ -411,7 +414,7 @@ mod tests {
                         Field::new("id", DataType::Int),
                         Field::new("shard", DataType::Int),
                     ]));
-                    passed += validator.process(Batch::new(schema, rows)).await.unwrap().batch.len();
+                    passed += validator.process("shard-0", Batch::new(schema, rows)).await.unwrap().batch.len();
                 }
                 passed
             })
@@ -420,8 +423,10 @@ mod tests {
         let passed = first.await.unwrap() + second.await.unwrap();
         assert_eq!(passed, 1500, "ids 0..1500 pass once each; the overlap 500..1000 once in all");
         let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int), Field::new("shard", DataType::Int)]));
-        let reread =
-            validator.process(Batch::new(Arc::clone(&schema), vec![vec![Value::Int(1), Value::Int(0)]])).await.unwrap();
+        let reread = validator
+            .process("shard-0", Batch::new(Arc::clone(&schema), vec![vec![Value::Int(1), Value::Int(0)]]))
+            .await
+            .unwrap();
         assert_eq!(reread.batch.len(), 1, "the same record read again is not its own duplicate");
     }
 }
