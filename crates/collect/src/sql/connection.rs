@@ -99,6 +99,16 @@ pub enum Access {
     Write,
 }
 
+/// A sink's SQLite file may name a folder that does not exist yet.
+fn create_parent_folder(file: &std::path::Path) -> anyhow::Result<()> {
+    match file.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        Some(parent) => {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating the folder {}", parent.display()))
+        }
+        None => Ok(()),
+    }
+}
+
 impl Database {
     /// Opens a pool and checks that one connection can be made.
     pub async fn connect(url: &ConnectionUrl, access: Access) -> anyhow::Result<Database> {
@@ -118,6 +128,9 @@ impl Database {
                     .create_if_missing(access == Access::Write)
                     .busy_timeout(SQLITE_BUSY_TIMEOUT);
                 let in_memory = text.contains(":memory:") || text.contains("mode=memory");
+                if access == Access::Write && !in_memory {
+                    create_parent_folder(options.get_filename())?;
+                }
                 // A source leaves the user's database as it is: read-only, journal mode unchanged.
                 let options = match access {
                     Access::Read => options.read_only(!in_memory),

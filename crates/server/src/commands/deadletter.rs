@@ -1,6 +1,7 @@
 //! `haul deadletter list|show|replay JOB.toml`: inspects a job's rejected
 //! records and re-drives fixed ones through the rest of its pipeline.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -64,23 +65,25 @@ pub async fn run(args: DeadLetterArgs) -> anyhow::Result<ExitCode> {
     let job = job_loader::load(&job_args.job, &registry)?;
     let dead_letters = job_loader::dead_letters(&job, &registry, &job_args.state_dir)?;
     let name = job.spec.name.clone();
+    let mut out = std::io::stdout().lock();
     match args.command {
         DeadLetterCommand::List { all, output, .. } => {
             let letters = dead_letters.list(&name, all).await?;
             match output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&letters)?),
+                Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&letters)?)?,
                 Output::Text => {
-                    println!("{:<36}  {:<24}  {:<10}  {:<24}  reason", "id", "at", "stage", "position");
+                    writeln!(out, "{:<36}  {:<24}  {:<10}  {:<24}  reason", "id", "at", "stage", "position")?;
                     for letter in &letters {
                         let replayed = if letter.replayed_at.is_some() { " (replayed)" } else { "" };
-                        println!(
+                        writeln!(
+                            out,
                             "{:<36}  {:<24}  {:<10}  {:<24}  {}{replayed}",
                             letter.id,
                             letter.at,
                             letter.rejected.stage,
                             letter.rejected.position,
                             letter.rejected.reason
-                        );
+                        )?;
                     }
                     eprintln!("{} dead letters in {}", letters.len(), dead_letters.describe());
                 }
@@ -91,7 +94,7 @@ pub async fn run(args: DeadLetterArgs) -> anyhow::Result<ExitCode> {
             let Some(letter) = letters.into_iter().find(|l| l.id == id) else {
                 bail!("no dead letter `{id}` for job {name} in {}", dead_letters.describe());
             };
-            println!("{}", serde_json::to_string_pretty(&letter)?);
+            writeln!(out, "{}", serde_json::to_string_pretty(&letter)?)?;
         }
         DeadLetterCommand::Replay { ids, .. } => {
             let letters: Vec<_> = dead_letters

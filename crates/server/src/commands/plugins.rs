@@ -1,5 +1,6 @@
 //! `haul plugins`: lists every plugin and its options.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use crate::job_loader;
@@ -28,16 +29,17 @@ pub fn run(args: PluginsArgs) -> anyhow::Result<ExitCode> {
     if infos.is_empty() {
         anyhow::bail!("no plugin of type `{}`", args.kind.unwrap_or_default());
     }
+    let mut out = std::io::stdout().lock();
     match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&infos)?),
+        Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&infos)?)?,
         Output::Text => {
             for info in infos {
-                println!("{} {}: {}", info.role, info.kind, info.description);
+                writeln!(out, "{} {}: {}", info.role, info.kind, info.description)?;
                 for option in &info.options {
                     let default = option.default.map(|d| format!(" (default {d})")).unwrap_or_default();
-                    println!("    {:<20} {:<10} {}{default}", option.name, option.kind, option.description);
+                    writeln!(out, "    {:<20} {:<10} {}{default}", option.name, option.kind, option.description)?;
                 }
-                println!();
+                writeln!(out)?;
             }
         }
     }
