@@ -161,3 +161,49 @@ async fn chain_cleans_transforms_validates_masks_and_dead_letters() {
     assert_eq!(pending.len(), 1, "{pending:?}");
     assert_eq!(pending[0]["stage"], "remap");
 }
+
+#[tokio::test]
+async fn dead_letters_in_a_table_can_be_fixed_and_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("customers.csv"), INPUT).unwrap();
+    let job = JOB.replace(
+        "dead_letter = { path = \"rejected.jsonl\" }",
+        "dead_letter = { url = \"sqlite://dead.db\", table = \"dead_letters\" }",
+    );
+    std::fs::write(dir.path().join("job.toml"), job).unwrap();
+
+    let run = haul(dir.path(), &["run", "job.toml"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let listed = haul(dir.path(), &["deadletter", "list", "--output", "json", "job.toml"]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let letters: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(letters.len(), 3, "{letters:?}");
+    let shown = haul(dir.path(), &["deadletter", "show", "job.toml", letters[0]["id"].as_str().unwrap()]);
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown, letters[0]);
+
+    // Fix the two records that failed validation, in the table itself.
+    let url = format!("sqlite://{}", dir.path().join("dead.db").display());
+    let pool = SqlitePoolOptions::new().connect(&url).await.unwrap();
+    for letter in letters.iter().filter(|l| l["stage"] == "validate") {
+        let mut record = letter["record"].clone();
+        record["email"] = "fixed@example.com".into();
+        record["age"] = 40.into();
+        sqlx::query("update dead_letters set record = ? where id = ?")
+            .bind(record.to_string())
+            .bind(letter["id"].as_str().unwrap())
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+
+    let replay = haul(dir.path(), &["deadletter", "replay", "job.toml"]);
+    let text = stderr(&replay);
+    assert!(replay.status.success(), "{text}");
+    assert!(text.contains("2 written") && text.contains("1 rejected again"), "{text}");
+    let ids: Vec<i64> = rows(dir.path()).await.into_iter().map(|r| r.0).collect();
+    assert_eq!(ids, [1, 2, 3, 4, 6]);
+    let listed = haul(dir.path(), &["deadletter", "list", "--output", "json", "job.toml"]);
+    let pending: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+}
