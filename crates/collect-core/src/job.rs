@@ -332,6 +332,25 @@ mod tests {
         assert!(JobSource::new("job.toml", text).parse("job").is_ok());
     }
 
+    proptest::proptest! {
+        /// No job file, however malformed, makes parsing panic; every error is located in the file.
+        #[test]
+        fn parsing_never_panics(text in "(\\PC|\n|=|\\[|\\]|\"|'){0,200}") {
+            if let Err(error) = JobSource::new("job.toml", &text).parse("job") {
+                proptest::prop_assert!(error.to_string().starts_with("job.toml"));
+            }
+        }
+
+        #[test]
+        fn mutated_valid_jobs_never_panic(cut in 0usize..MINIMAL.len(), insert in "\\PC{0,5}") {
+            let mut text = MINIMAL.to_string();
+            if text.is_char_boundary(cut) {
+                text.insert_str(cut, &insert);
+            }
+            let _ = JobSource::new("job.toml", &text).parse("job");
+        }
+    }
+
     #[test]
     fn missing_type_is_reported() {
         let error =
