@@ -11,6 +11,7 @@ mod catalog;
 mod connection;
 mod convert;
 mod copy;
+mod copy_in;
 mod decode;
 mod descriptor;
 mod dialect;

@@ -1,16 +1,19 @@
 //! Bulk writes inside one transaction per commit: PostgreSQL `COPY … FROM
-//! STDIN` (through a temporary staging table for upserts, created once per
-//! connection and emptied after each merge), MySQL and SQLite multi-row
+//! STDIN`, one COPY per commit streamed by a [`PgCopyWriter`] task (through a
+//! temporary staging table for upserts, created once per connection and
+//! emptied after each merge), MySQL and SQLite multi-row
 //! `INSERT`s chunked under each backend's bound-parameter limit.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use haul_collect_core::{Batch, Value};
-use sqlx::{AssertSqlSafe, Executor, IntoArguments, MySql, Postgres, Sqlite, Transaction};
+use sqlx::{AssertSqlSafe, Executor, IntoArguments, MySql, Sqlite, Transaction};
 
 use super::connection::Database;
 use super::copy::{NulInField, push_copy_row};
+use super::copy_in::{CopyTarget, PgCopyWriter};
 use super::dialect::{Dialect, Ident};
 use super::errors::classify;
 use super::statement::BindTyped;
@@ -41,7 +44,7 @@ where
 
 /// An open transaction on the sink's database.
 pub enum SinkTransaction {
-    Postgres(Transaction<'static, Postgres>),
+    Postgres(PgCopyWriter),
     MySql(Transaction<'static, MySql>),
     Sqlite(Transaction<'static, Sqlite>),
 }
@@ -58,7 +61,9 @@ pub enum OnConflict<'a> {
 impl SinkTransaction {
     pub async fn begin(database: &Database) -> anyhow::Result<Self> {
         let transaction = match database {
-            Database::Postgres(pool) => pool.begin().await.map(SinkTransaction::Postgres),
+            Database::Postgres(pool) => {
+                pool.begin().await.map(|transaction| SinkTransaction::Postgres(PgCopyWriter::start(transaction)))
+            }
             Database::MySql(pool) => pool.begin().await.map(SinkTransaction::MySql),
             Database::Sqlite(pool) => pool.begin().await.map(SinkTransaction::Sqlite),
         };
@@ -67,7 +72,7 @@ impl SinkTransaction {
 
     pub async fn commit(self) -> anyhow::Result<()> {
         let result = match self {
-            SinkTransaction::Postgres(transaction) => transaction.commit().await,
+            SinkTransaction::Postgres(writer) => return writer.commit().await,
             SinkTransaction::MySql(transaction) => transaction.commit().await,
             SinkTransaction::Sqlite(transaction) => transaction.commit().await,
         };
@@ -76,7 +81,7 @@ impl SinkTransaction {
 
     pub async fn rollback(self) -> anyhow::Result<()> {
         let result = match self {
-            SinkTransaction::Postgres(transaction) => transaction.rollback().await,
+            SinkTransaction::Postgres(writer) => return writer.rollback().await,
             SinkTransaction::MySql(transaction) => transaction.rollback().await,
             SinkTransaction::Sqlite(transaction) => transaction.rollback().await,
         };
@@ -100,8 +105,8 @@ impl SinkTransaction {
         let columns: Vec<Ident> = batch.schema.names().map(Ident::column).collect::<anyhow::Result<_>>()?;
         let column_list = columns.iter().map(|c| dialect.quote(c)).collect::<Vec<_>>().join(", ");
         match self {
-            SinkTransaction::Postgres(transaction) => {
-                postgres_copy(transaction, &dialect.quote(table), &column_list, &columns, batch, on_conflict).await
+            SinkTransaction::Postgres(writer) => {
+                postgres_copy(writer, &dialect.quote(table), &column_list, &columns, batch, on_conflict).await
             }
             SinkTransaction::MySql(transaction) => {
                 let insert = InsertSql::new(dialect, table, &column_list, &columns, on_conflict);
@@ -126,34 +131,46 @@ fn stage_table(table: &str, column_list: &str) -> String {
 }
 
 /// COPY into the table, or for upserts into a staging table merged with
-/// `INSERT … SELECT … ON CONFLICT DO UPDATE` (the last row of a key wins).
+/// `INSERT … SELECT … ON CONFLICT DO UPDATE` (the last row of a key wins) when
+/// the COPY ends. The rows are encoded here and streamed to the open COPY.
 async fn postgres_copy(
-    transaction: &mut Transaction<'static, Postgres>,
+    writer: &mut PgCopyWriter,
     table: &str,
     column_list: &str,
     columns: &[Ident],
     batch: &Batch,
     on_conflict: OnConflict<'_>,
 ) -> anyhow::Result<()> {
-    let target = match on_conflict {
-        OnConflict::Fail => table.to_string(),
-        OnConflict::Update { .. } => {
+    let target = Arc::new(match on_conflict {
+        OnConflict::Fail => CopyTarget {
+            prepare: None,
+            statement: format!("COPY {table} ({column_list}) FROM STDIN"),
+            merge: Vec::new(),
+        },
+        OnConflict::Update { key } => {
             let stage = stage_table(table, column_list);
-            let create = format!(
-                "CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS SELECT {column_list} FROM {table} \
-                 WITH NO DATA"
-            );
-            sqlx::query(AssertSqlSafe(create)).execute(&mut **transaction).await.map_err(classify)?;
-            stage
+            let key_list = key.iter().map(|k| Dialect::Postgres.quote(k)).collect::<Vec<_>>().join(", ");
+            CopyTarget {
+                prepare: Some(format!(
+                    "CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS SELECT {column_list} FROM \
+                     {table} WITH NO DATA"
+                )),
+                statement: format!("COPY {stage} ({column_list}) FROM STDIN"),
+                merge: vec![
+                    format!(
+                        "INSERT INTO {table} ({column_list}) SELECT DISTINCT ON ({key_list}) {column_list} FROM \
+                         {stage} ORDER BY {key_list}, ctid DESC ON CONFLICT ({key_list}) {}",
+                        update_clause(Dialect::Postgres, columns, key)
+                    ),
+                    format!("TRUNCATE {stage}"),
+                ],
+            }
         }
-    };
-    let mut copy =
-        transaction.copy_in_raw(&format!("COPY {target} ({column_list}) FROM STDIN")).await.map_err(classify)?;
+    });
     let mut buffer = Vec::with_capacity(COPY_CHUNK_BYTES + 4096);
-    let last = batch.rows.len() - 1;
     for (index, row) in batch.rows.iter().enumerate() {
         if let Err(NulInField { field }) = push_copy_row(&mut buffer, row) {
-            let _ = copy.abort("haul write failed").await;
+            writer.set_broken();
             let column = batch.schema.fields.get(field).map_or("?", |field| field.name.as_str());
             bail!(
                 "row {} of the batch cannot be written: column `{column}` holds a NUL character, which PostgreSQL \
@@ -161,28 +178,12 @@ async fn postgres_copy(
                 index + 1
             );
         }
-        if (buffer.len() >= COPY_CHUNK_BYTES || index == last)
-            && let Err(error) = copy.send(buffer.as_slice()).await
-        {
-            let _ = copy.abort("haul write failed").await;
-            return Err(classify(error));
-        }
         if buffer.len() >= COPY_CHUNK_BYTES {
-            buffer.clear();
+            let chunk = std::mem::replace(&mut buffer, Vec::with_capacity(COPY_CHUNK_BYTES + 4096));
+            writer.send(&target, chunk, false).await?;
         }
     }
-    copy.finish().await.map_err(classify)?;
-    if let OnConflict::Update { key } = on_conflict {
-        let key_list = key.iter().map(|k| Dialect::Postgres.quote(k)).collect::<Vec<_>>().join(", ");
-        let merge = format!(
-            "INSERT INTO {table} ({column_list}) SELECT DISTINCT ON ({key_list}) {column_list} FROM {target} \
-             ORDER BY {key_list}, ctid DESC ON CONFLICT ({key_list}) {}",
-            update_clause(Dialect::Postgres, columns, key)
-        );
-        sqlx::query(AssertSqlSafe(merge)).execute(&mut **transaction).await.map_err(classify)?;
-        sqlx::query(AssertSqlSafe(format!("TRUNCATE {target}"))).execute(&mut **transaction).await.map_err(classify)?;
-    }
-    Ok(())
+    writer.send(&target, buffer, true).await
 }
 
 /// The conflict clause after `ON CONFLICT (key)` (PostgreSQL, SQLite) or the
