@@ -96,7 +96,7 @@ pub fn write_postgres_text(out: &mut impl Write, value: &Value) -> io::Result<bo
     match value {
         Value::Null => return Ok(false),
         Value::Bool(b) => out.write_all(if *b { b"t" } else { b"f" })?,
-        Value::Int(int) => write!(out, "{int}")?,
+        Value::Int(int) => out.write_all(itoa::Buffer::new().format(*int).as_bytes())?,
         Value::Float(float) if float.is_nan() => out.write_all(b"NaN")?,
         Value::Float(float) if float.is_infinite() => {
             out.write_all(if *float > 0.0 { b"Infinity" } else { b"-Infinity" })?
@@ -125,7 +125,24 @@ pub fn write_postgres_text(out: &mut impl Write, value: &Value) -> io::Result<bo
 }
 
 fn write_date(out: &mut impl Write, date: NaiveDate) -> io::Result<()> {
-    write!(out, "{:04}-{:02}-{:02}", date.year(), date.month(), date.day())
+    let year = date.year();
+    if !(0..=9999).contains(&year) {
+        return write!(out, "{year:04}-{:02}-{:02}", date.month(), date.day());
+    }
+    let year = year as u32;
+    let mut text = *b"0000-00-00";
+    put_digits(&mut text[0..4], year);
+    put_digits(&mut text[5..7], date.month());
+    put_digits(&mut text[8..10], date.day());
+    out.write_all(&text)
+}
+
+/// Writes `value` as exactly `slot.len()` decimal digits, zero-padded.
+fn put_digits(slot: &mut [u8], mut value: u32) {
+    for digit in slot.iter_mut().rev() {
+        *digit = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
 }
 
 /// `YYYY-MM-DD HH:MM:SS[.fffffffff]`.
@@ -133,9 +150,15 @@ fn write_timestamp(out: &mut impl Write, time: NaiveDateTime) -> io::Result<()> 
     write_date(out, time.date())?;
     // chrono keeps a leap second as nanoseconds past 1e9.
     let (leap, nanos) = (time.nanosecond() / 1_000_000_000, time.nanosecond() % 1_000_000_000);
-    write!(out, " {:02}:{:02}:{:02}", time.hour(), time.minute(), time.second() + leap)?;
+    let mut clock = *b" 00:00:00";
+    put_digits(&mut clock[1..3], time.hour());
+    put_digits(&mut clock[4..6], time.minute());
+    put_digits(&mut clock[7..9], time.second() + leap);
+    out.write_all(&clock)?;
     if nanos != 0 {
-        write!(out, ".{nanos:09}")?;
+        let mut fraction = *b".000000000";
+        put_digits(&mut fraction[1..], nanos);
+        out.write_all(&fraction)?;
     }
     Ok(())
 }
