@@ -129,7 +129,7 @@ fn default_parallelism() -> usize {
 }
 
 fn default_batch_size() -> usize {
-    5_000
+    2_000
 }
 
 fn default_checkpoint_interval() -> HumanDuration {
