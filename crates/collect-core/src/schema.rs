@@ -18,6 +18,20 @@ pub enum DataType {
     Json,
 }
 
+impl DataType {
+    /// The type of a column that held values of type `known` (`None`: only
+    /// nulls so far) and then `value`: the same type, or JSON when they differ.
+    /// Sources and processors that infer a batch's schema from its values use it.
+    pub fn merged(known: Option<DataType>, value: &crate::Value) -> Option<DataType> {
+        match (known, value.data_type()) {
+            (known, None) => known,
+            (None, found) => found,
+            (Some(known), Some(found)) if known == found => Some(known),
+            _ => Some(DataType::Json),
+        }
+    }
+}
+
 /// One named, typed field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Field {

@@ -3,6 +3,8 @@
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde::ser::{Serialize, Serializer};
 
+use crate::DataType;
+
 /// A value of a record's field. Its variant matches the field's [`crate::DataType`]
 /// or is `Null`.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +29,23 @@ pub enum Value {
 impl Value {
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)
+    }
+
+    /// The data type this value's variant stands for; `None` for null.
+    pub fn data_type(&self) -> Option<DataType> {
+        Some(match self {
+            Value::Null => return None,
+            Value::Bool(_) => DataType::Bool,
+            Value::Int(_) => DataType::Int,
+            Value::Float(_) => DataType::Float,
+            Value::Decimal(_) => DataType::Decimal,
+            Value::String(_) => DataType::String,
+            Value::Bytes(_) => DataType::Bytes,
+            Value::Date(_) => DataType::Date,
+            Value::Timestamp(_) => DataType::Timestamp,
+            Value::TimestampTz(_) => DataType::TimestampTz,
+            Value::Json(_) => DataType::Json,
+        })
     }
 
     /// An estimate of the value's size in bytes, used for byte-rate limits and progress.

@@ -103,23 +103,7 @@ fn to_batch(letters: &[DeadLetter]) -> Batch {
 
 /// The type shared by a column's non-null values; JSON when they differ.
 fn column_type<'a>(values: impl Iterator<Item = &'a Value>) -> DataType {
-    let mut found = None;
-    for value in values {
-        let data_type = match value {
-            Value::Null => continue,
-            Value::Bool(_) => DataType::Bool,
-            Value::Int(_) => DataType::Int,
-            Value::Float(_) => DataType::Float,
-            Value::String(_) => DataType::String,
-            _ => DataType::Json,
-        };
-        match found {
-            None => found = Some(data_type),
-            Some(existing) if existing == data_type => {}
-            Some(_) => return DataType::Json,
-        }
-    }
-    found.unwrap_or(DataType::String)
+    values.fold(None, DataType::merged).unwrap_or(DataType::String)
 }
 
 #[cfg(test)]

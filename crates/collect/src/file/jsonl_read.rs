@@ -80,7 +80,7 @@ impl RecordFormat for JsonlFormat {
                 row.resize(position + 1, Value::Null);
             }
             if let (Some(slot), Some(known)) = (row.get_mut(position), self.types.get_mut(position)) {
-                *known = merged_type(*known, &value);
+                *known = DataType::merged(*known, &value);
                 *slot = value;
             }
         }
@@ -108,35 +108,6 @@ impl RecordFormat for JsonlFormat {
         }
         Batch::new(schema, rows)
     }
-}
-
-/// The type of a field after it also held `value`.
-fn merged_type(known: Option<DataType>, value: &Value) -> Option<DataType> {
-    let Some(data_type) = type_of(value) else {
-        return known;
-    };
-    match known {
-        None => Some(data_type),
-        Some(known) if known == data_type => Some(known),
-        Some(_) => Some(DataType::Json),
-    }
-}
-
-/// The type of a value read from JSON; `None` for null.
-fn type_of(value: &Value) -> Option<DataType> {
-    Some(match value {
-        Value::Null => return None,
-        Value::Bool(_) => DataType::Bool,
-        Value::Int(_) => DataType::Int,
-        Value::Float(_) => DataType::Float,
-        Value::Decimal(_) => DataType::Decimal,
-        Value::String(_) => DataType::String,
-        Value::Bytes(_) => DataType::Bytes,
-        Value::Date(_) => DataType::Date,
-        Value::Timestamp(_) => DataType::Timestamp,
-        Value::TimestampTz(_) => DataType::TimestampTz,
-        Value::Json(_) => DataType::Json,
-    })
 }
 
 /// A JSON object with its keys in document order; anything else is a data error.

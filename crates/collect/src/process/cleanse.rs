@@ -250,20 +250,9 @@ pub(crate) fn type_name(data_type: DataType) -> String {
     serde_json::to_value(data_type).ok().and_then(|name| name.as_str().map(str::to_string)).unwrap_or_default()
 }
 
-/// The type of a value read from a job file (JSON-like).
+/// The type of a value read from a job file (JSON-like); a null is typed as text.
 fn data_type_of(value: &Value) -> DataType {
-    match value {
-        Value::Null | Value::String(_) => DataType::String,
-        Value::Bool(_) => DataType::Bool,
-        Value::Int(_) => DataType::Int,
-        Value::Float(_) => DataType::Float,
-        Value::Decimal(_) => DataType::Decimal,
-        Value::Bytes(_) => DataType::Bytes,
-        Value::Date(_) => DataType::Date,
-        Value::Timestamp(_) => DataType::Timestamp,
-        Value::TimestampTz(_) => DataType::TimestampTz,
-        Value::Json(_) => DataType::Json,
-    }
+    value.data_type().unwrap_or(DataType::String)
 }
 
 /// The steps for one field of a batch.

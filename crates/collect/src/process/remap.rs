@@ -26,7 +26,7 @@ use haul_collect_core::{Batch, DataType, Field, Processor, Rejected, Schema, Val
 use serde::Deserialize;
 use vrl::value::{ObjectMap, Value as VrlValue};
 
-use super::vrl_bridge::{CompiledProgram, data_type_of, kind_name, record_to_vrl, run_blocking, vrl_to_value};
+use super::vrl_bridge::{CompiledProgram, kind_name, record_to_vrl, run_blocking, vrl_to_value};
 
 const STAGE: &str = "remap";
 
@@ -179,31 +179,12 @@ impl Remap {
     }
 }
 
-/// What the values of one output field have in common so far.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ColumnType {
-    OnlyNulls,
-    One(DataType),
-    Mixed,
-}
-
-impl ColumnType {
-    fn with(self, value: &Value) -> Self {
-        match (self, data_type_of(value)) {
-            (current, None) => current,
-            (ColumnType::OnlyNulls, Some(found)) => ColumnType::One(found),
-            (ColumnType::One(known), Some(found)) if known == found => self,
-            _ => ColumnType::Mixed,
-        }
-    }
-}
-
 /// The output records as one batch whose schema is the union of their fields.
 fn union_batch(input: &Schema, outputs: Vec<ObjectMap>) -> Batch {
     let names = output_field_names(input, &outputs);
     let column_of: HashMap<&str, usize> =
         names.iter().enumerate().map(|(index, name)| (name.as_str(), index)).collect();
-    let mut types = vec![ColumnType::OnlyNulls; names.len()];
+    let mut types = vec![None; names.len()];
     let mut nulls = vec![false; names.len()];
     let mut rows = Vec::with_capacity(outputs.len());
     for object in outputs {
@@ -211,7 +192,7 @@ fn union_batch(input: &Schema, outputs: Vec<ObjectMap>) -> Batch {
         for (key, value) in object {
             let index = column_of[key.as_str()];
             let value = vrl_to_value(value);
-            types[index] = types[index].with(&value);
+            types[index] = DataType::merged(types[index], &value);
             row[index] = value;
         }
         for (index, value) in row.iter().enumerate() {
@@ -219,7 +200,7 @@ fn union_batch(input: &Schema, outputs: Vec<ObjectMap>) -> Batch {
         }
         rows.push(row);
     }
-    for (index, _) in types.iter().enumerate().filter(|(_, column)| **column == ColumnType::Mixed) {
+    for (index, _) in types.iter().enumerate().filter(|(_, column)| **column == Some(DataType::Json)) {
         for row in &mut rows {
             if !matches!(row[index], Value::Null | Value::Json(_)) {
                 row[index] = Value::Json(row[index].to_json());
@@ -233,9 +214,8 @@ fn union_batch(input: &Schema, outputs: Vec<ObjectMap>) -> Batch {
         .map(|((name, column), has_null)| {
             let known = input.index_of(&name).map(|index| &input.fields[index]);
             let data_type = match column {
-                ColumnType::One(data_type) => data_type,
-                ColumnType::Mixed => DataType::Json,
-                ColumnType::OnlyNulls => known.map_or(DataType::String, |field| field.data_type),
+                Some(data_type) => data_type,
+                None => known.map_or(DataType::String, |field| field.data_type),
             };
             let nullable = known.is_none_or(|field| field.nullable) || has_null;
             Field { name, data_type, nullable }

@@ -15,7 +15,7 @@
 
 use anyhow::Context as _;
 use haul_collect_core::registry::OptionError;
-use haul_collect_core::{DataType, Schema, Value};
+use haul_collect_core::{Schema, Value};
 use vrl::compiler::runtime::Runtime;
 use vrl::compiler::{Program, TargetValue, TimeZone};
 use vrl::diagnostic::Formatter;
@@ -204,23 +204,6 @@ pub fn vrl_to_json(value: VrlValue) -> serde_json::Value {
         VrlValue::Array(items) => serde_json::Value::Array(items.into_iter().map(vrl_to_json).collect()),
         scalar => vrl_to_value(scalar).to_json(),
     }
-}
-
-/// The data type a value's variant stands for, or `None` for null.
-pub fn data_type_of(value: &Value) -> Option<DataType> {
-    Some(match value {
-        Value::Null => return None,
-        Value::Bool(_) => DataType::Bool,
-        Value::Int(_) => DataType::Int,
-        Value::Float(_) => DataType::Float,
-        Value::Decimal(_) => DataType::Decimal,
-        Value::String(_) => DataType::String,
-        Value::Bytes(_) => DataType::Bytes,
-        Value::Date(_) => DataType::Date,
-        Value::Timestamp(_) => DataType::Timestamp,
-        Value::TimestampTz(_) => DataType::TimestampTz,
-        Value::Json(_) => DataType::Json,
-    })
 }
 
 /// A short name of a VRL value's kind, for error messages.
