@@ -46,6 +46,18 @@ macro_rules! now_ms {
     };
 }
 
+/// The condition that lets an update through only for the holder of a live
+/// lease: the shard's current epoch, still running, and the lease unexpired
+/// by the store's clock. Binds run id, shard id and epoch, in that order.
+macro_rules! held_lease {
+    () => {
+        concat!(
+            " WHERE run_id = ? AND shard_id = ? AND epoch = ? AND state = 'running' AND lease_expires_at > ",
+            now_ms!()
+        )
+    };
+}
+
 macro_rules! run_columns {
     () => {
         "id, job, spec_hash, mode, state, next_state, message, created_at, updated_at"
@@ -340,8 +352,7 @@ impl Store for SqliteStore {
             now_ms!(),
             " + ?, updated_at = ",
             now_ms!(),
-            " WHERE run_id = ? AND shard_id = ? AND epoch = ? AND state = 'running' AND lease_expires_at > ",
-            now_ms!()
+            held_lease!()
         ))
         .bind(ttl_ms(ttl))
         .bind(&lease.run_id)
@@ -350,10 +361,7 @@ impl Store for SqliteStore {
         .execute(&self.writer)
         .await?
         .rows_affected();
-        if renewed == 0 {
-            return Err(Error::lease_lost(lease));
-        }
-        Ok(())
+        lease_held(renewed, lease)
     }
 
     async fn save_checkpoint(
@@ -366,8 +374,7 @@ impl Store for SqliteStore {
         let saved = sqlx::query(concat!(
             "UPDATE shards SET sequence = ?, checkpoint = ?, counters = ?, updated_at = ",
             now_ms!(),
-            " WHERE run_id = ? AND shard_id = ? AND epoch = ? AND state = 'running' AND lease_expires_at > ",
-            now_ms!()
+            held_lease!()
         ))
         .bind(to_i64(sequence, "sequence")?)
         .bind(to_json(checkpoint)?)
@@ -378,10 +385,7 @@ impl Store for SqliteStore {
         .execute(&self.writer)
         .await?
         .rows_affected();
-        if saved == 0 {
-            return Err(Error::lease_lost(lease));
-        }
-        Ok(())
+        lease_held(saved, lease)
     }
 
     async fn finish_shard(
@@ -398,8 +402,7 @@ impl Store for SqliteStore {
         let finished = sqlx::query(concat!(
             "UPDATE shards SET state = ?, counters = ?, error = ?, lease_expires_at = NULL, updated_at = ",
             now_ms!(),
-            " WHERE run_id = ? AND shard_id = ? AND epoch = ? AND state = 'running' AND lease_expires_at > ",
-            now_ms!()
+            held_lease!()
         ))
         .bind(state.as_str())
         .bind(to_json(counters)?)
@@ -410,9 +413,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        if finished == 0 {
-            return Err(Error::lease_lost(lease));
-        }
+        lease_held(finished, lease)?;
         let reason = error.map_or_else(|| format!("finished by {}", lease.owner), str::to_string);
         insert_event(&mut tx, &lease.run_id, Some(&lease.shard_id), state.as_str(), &reason).await?;
         tx.commit().await?;
@@ -425,8 +426,7 @@ impl Store for SqliteStore {
         let released = sqlx::query(concat!(
             "UPDATE shards SET state = 'pending', owner = NULL, lease_expires_at = NULL, updated_at = ",
             now_ms!(),
-            " WHERE run_id = ? AND shard_id = ? AND epoch = ? AND state = 'running' AND lease_expires_at > ",
-            now_ms!()
+            held_lease!()
         ))
         .bind(&lease.run_id)
         .bind(&lease.shard_id)
@@ -434,9 +434,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        if released == 0 {
-            return Err(Error::lease_lost(lease));
-        }
+        lease_held(released, lease)?;
         let reason = format!("released by {}", lease.owner);
         insert_event(&mut tx, &lease.run_id, Some(&lease.shard_id), ShardState::Pending.as_str(), &reason).await?;
         tx.commit().await?;
@@ -567,6 +565,11 @@ fn from_json<T: DeserializeOwned>(text: &str, what: &str) -> Result<T, Error> {
 
 fn time(millis: i64) -> Result<DateTime<Utc>, Error> {
     DateTime::from_timestamp_millis(millis).ok_or_else(|| Error::Corrupt(format!("time {millis} out of range")))
+}
+
+/// A fenced update that changed no row means the lease is gone.
+fn lease_held(rows_affected: u64, lease: &Lease) -> Result<(), Error> {
+    if rows_affected == 0 { Err(Error::lease_lost(lease)) } else { Ok(()) }
 }
 
 fn to_i64(value: u64, what: &str) -> Result<i64, Error> {
