@@ -37,6 +37,21 @@ pub struct ShardSpec {
     pub descriptor: serde_json::Value,
 }
 
+impl ShardSpec {
+    /// The descriptor as the source that planned the shard wrote it.
+    pub fn read_descriptor<T: serde::de::DeserializeOwned>(&self) -> anyhow::Result<T> {
+        serde_json::from_value(self.descriptor.clone())
+            .map_err(|error| anyhow::anyhow!("shard {} has an invalid descriptor: {error}", self.id))
+    }
+}
+
+impl Checkpoint {
+    /// The position as the source that wrote it reads it.
+    pub fn read<T: serde::de::DeserializeOwned>(&self) -> anyhow::Result<T> {
+        serde_json::from_value(self.0.clone()).map_err(|error| anyhow::anyhow!("an invalid checkpoint: {error}"))
+    }
+}
+
 /// What the planner knows about the run it plans for.
 #[derive(Debug, Clone)]
 pub struct PlanContext {

@@ -186,17 +186,16 @@ impl Source for FileSource {
         checkpoint: Option<&Checkpoint>,
         batch_size: usize,
     ) -> anyhow::Result<Box<dyn ShardReader>> {
-        let descriptor: ShardDescriptor = serde_json::from_value(shard.descriptor.clone())
-            .with_context(|| format!("shard {} has no file descriptor", shard.id))?;
+        let descriptor: ShardDescriptor = shard.read_descriptor()?;
         let position = checkpoint
-            .map(|checkpoint| serde_json::from_value::<FilePosition>(checkpoint.0.clone()))
+            .map(Checkpoint::read::<FilePosition>)
             .transpose()
-            .with_context(|| format!("shard {} has an invalid checkpoint", shard.id))?;
+            .with_context(|| format!("shard {}", shard.id))?;
         read::open_shard(descriptor, position, self.csv.clone(), batch_size.max(1)).await
     }
 
     async fn estimate(&self, shard: &ShardSpec) -> Option<u64> {
-        let descriptor: ShardDescriptor = serde_json::from_value(shard.descriptor.clone()).ok()?;
+        let descriptor: ShardDescriptor = shard.read_descriptor().ok()?;
         tokio::task::spawn_blocking(move || estimate::estimate_records(&descriptor)).await.ok().flatten()
     }
 }

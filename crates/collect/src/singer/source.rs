@@ -170,9 +170,10 @@ impl Source for SingerSource {
         planned: Option<serde_json::Value>,
         checkpoints: &[Option<Checkpoint>],
     ) -> Option<serde_json::Value> {
-        let last_state = checkpoints.iter().flatten().find_map(|checkpoint| {
-            serde_json::from_value::<SingerCheckpoint>(checkpoint.0.clone()).ok().and_then(|c| c.state)
-        });
+        let last_state = checkpoints
+            .iter()
+            .flatten()
+            .find_map(|checkpoint| checkpoint.read::<SingerCheckpoint>().ok().and_then(|c| c.state));
         last_state.or(planned)
     }
 
@@ -182,12 +183,11 @@ impl Source for SingerSource {
         checkpoint: Option<&Checkpoint>,
         batch_size: usize,
     ) -> anyhow::Result<Box<dyn ShardReader>> {
-        let descriptor: ShardDescriptor = serde_json::from_value(shard.descriptor.clone())
-            .with_context(|| format!("shard {} has no singer descriptor", shard.id))?;
+        let descriptor: ShardDescriptor = shard.read_descriptor()?;
         let checkpoint = checkpoint
-            .map(|checkpoint| serde_json::from_value::<SingerCheckpoint>(checkpoint.0.clone()))
+            .map(Checkpoint::read::<SingerCheckpoint>)
             .transpose()
-            .with_context(|| format!("shard {} has an invalid checkpoint", shard.id))?;
+            .with_context(|| format!("shard {}", shard.id))?;
         let (state, complete) = match checkpoint {
             Some(checkpoint) => (checkpoint.state, checkpoint.complete),
             None => (descriptor.state, false),
