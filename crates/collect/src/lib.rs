@@ -6,6 +6,7 @@ pub mod process;
 pub mod singer;
 pub mod sql;
 pub mod stdout;
+pub mod web;
 
 use haul_collect_core::registry::PluginRegistry;
 
