@@ -1,14 +1,16 @@
-//! Loads a job file and builds its plugins, turning every configuration
-//! problem into an error that names the file, line and column.
+//! Builds a job's plugins from its text, turning every configuration problem
+//! into an error that names the file (or API origin), line and column. Used
+//! alike by `haul run`, `haul check` and the server, so a job is validated
+//! the same way wherever it is submitted.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use haul_collect_core::deadletter::{DeadLetters, FileDeadLetters, TableDeadLetters};
-use haul_collect_core::job::{DeadLetterSpec, JobFileError, JobSource, JobSpec, PluginSpec};
-use haul_collect_core::registry::{BuildError, PluginRegistry, PluginRole};
-use haul_collect_core::runtime::Pipeline;
-use haul_collect_core::{Sink, Source};
+use crate::deadletter::{DeadLetters, FileDeadLetters, TableDeadLetters};
+use crate::job::{DeadLetterSpec, JobFileError, JobSource, JobSpec, PluginSpec};
+use crate::registry::{BuildError, PluginRegistry, PluginRole};
+use crate::runtime::Pipeline;
+use crate::{Sink, Source};
 
 /// A parsed job with its plugins built.
 pub struct LoadedJob {
@@ -17,18 +19,17 @@ pub struct LoadedJob {
     pub pipeline: Pipeline,
 }
 
-/// The registry of every built-in plugin.
-pub fn builtin_registry() -> PluginRegistry {
-    let mut registry = PluginRegistry::default();
-    haul_collect::register_builtin(&mut registry);
-    registry
-}
-
-/// Reads, validates and builds the job at `path`.
-pub fn load(path: &Path, registry: &PluginRegistry) -> Result<LoadedJob, JobFileError> {
+/// Reads, validates and builds the job file at `path`; a job without a
+/// `name` is named after the file.
+pub fn load_file(path: &Path, registry: &PluginRegistry) -> Result<LoadedJob, JobFileError> {
     let source_text = JobSource::read(path)?;
     let default_name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("job").to_string();
-    let spec = source_text.parse(&default_name)?;
+    load(source_text, &default_name, registry)
+}
+
+/// Validates and builds a job from its text.
+pub fn load(source_text: JobSource, default_name: &str, registry: &PluginRegistry) -> Result<LoadedJob, JobFileError> {
+    let spec = source_text.parse(default_name)?;
     let pipeline = Pipeline {
         source: build(&source_text, registry, &spec.source)?,
         processors: spec.processors.iter().map(|p| build(&source_text, registry, p)).collect::<Result<_, _>>()?,

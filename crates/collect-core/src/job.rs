@@ -77,6 +77,16 @@ pub struct PluginSpec {
     pub location: Vec<String>,
 }
 
+/// A table of the job file that another part of haul interprets (the
+/// server's `[schedule]`, for example), kept untyped with its location so
+/// that [`JobSource::decode`] can report errors at their line and column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Section {
+    pub options: toml::Table,
+    /// Where the table sits in the job file, as a path of keys.
+    pub location: Vec<String>,
+}
+
 /// A whole job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobSpec {
@@ -94,7 +104,32 @@ pub struct JobSpec {
     pub source: PluginSpec,
     pub processors: Vec<PluginSpec>,
     pub sink: PluginSpec,
+    /// The platform's settings (`haul server`); `haul run` ignores them.
+    pub platform: PlatformSpec,
 }
+
+/// How the server runs a job: when, after what, how urgently, in which pool,
+/// for how long. `haul run` ignores these settings.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PlatformSpec {
+    /// `[schedule]`: cron, time zone, misfire and overlap policies; interpreted by the scheduler.
+    pub schedule: Option<Section>,
+    /// Jobs whose runs for the same schedule time must succeed first.
+    pub depends_on: Vec<String>,
+    /// Higher runs first; waiting raises it over time so nothing starves.
+    pub priority: i32,
+    /// The quota group whose concurrent-shard limit this job's shards count against.
+    pub pool: String,
+    /// A run still going after this long is cancelled.
+    pub timeout: Option<HumanDuration>,
+    /// A shard still going after this long fails.
+    pub shard_timeout: Option<HumanDuration>,
+    /// `[run_retry]`: how often and how patiently a failed run is tried again; interpreted by the scheduler.
+    pub run_retry: Option<Section>,
+}
+
+/// The pool of a job that names none.
+pub const DEFAULT_POOL: &str = "default";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -122,6 +157,15 @@ struct RawJob {
     #[serde(default)]
     processors: Vec<toml::Table>,
     sink: toml::Table,
+    schedule: Option<toml::Table>,
+    #[serde(default)]
+    depends_on: Vec<String>,
+    #[serde(default)]
+    priority: i32,
+    pool: Option<String>,
+    timeout: Option<HumanDuration>,
+    shard_timeout: Option<HumanDuration>,
+    run_retry: Option<toml::Table>,
 }
 
 fn default_parallelism() -> usize {
@@ -201,6 +245,15 @@ impl JobSource {
                 .map(|(i, table)| self.plugin(table, vec!["processors".into(), i.to_string()]))
                 .collect::<Result<_, _>>()?,
             sink: self.plugin(raw.sink, vec!["sink".into()])?,
+            platform: PlatformSpec {
+                schedule: raw.schedule.map(|options| Section { options, location: vec!["schedule".into()] }),
+                depends_on: raw.depends_on,
+                priority: raw.priority,
+                pool: raw.pool.unwrap_or_else(|| DEFAULT_POOL.to_string()),
+                timeout: raw.timeout,
+                shard_timeout: raw.shard_timeout,
+                run_retry: raw.run_retry.map(|options| Section { options, location: vec!["run_retry".into()] }),
+            },
         };
         self.validate(&job)?;
         Ok(job)
@@ -229,12 +282,34 @@ impl JobSource {
         if job.mode != Mode::Range && job.range.is_some() {
             return fail("range", "a [range] table needs `mode = \"range\"`");
         }
+        if job.platform.depends_on.contains(&job.name) {
+            return fail("depends_on", "a job cannot depend on itself");
+        }
         Ok(())
+    }
+
+    /// Reads a [`Section`] as `T`, with errors located in the job file.
+    pub fn decode<T: serde::de::DeserializeOwned>(&self, section: &Section) -> Result<T, JobFileError> {
+        serde_path_to_error::deserialize(toml::Value::Table(section.options.clone())).map_err(|error| {
+            let path: Vec<String> =
+                error.path().iter().map(|segment| segment.to_string()).filter(|s| s != "?").collect();
+            self.located_error(&section.location, &path, error.into_inner().to_string())
+        })
+    }
+
+    /// An error at `path` inside a [`Section`] (e.g. a value that parses but makes no sense).
+    pub fn section_error(&self, section: &Section, path: &[String], message: String) -> JobFileError {
+        self.located_error(&section.location, path, message)
     }
 
     /// An error about a plugin's options, located by the path serde reported.
     pub fn plugin_error(&self, plugin: &PluginSpec, path: &[String], message: String) -> JobFileError {
-        let mut full_path = plugin.location.clone();
+        self.located_error(&plugin.location, path, message)
+    }
+
+    /// An error at `path` inside the table at `location`.
+    fn located_error(&self, location: &[String], path: &[String], message: String) -> JobFileError {
+        let mut full_path = location.to_vec();
         full_path.extend(path.iter().cloned());
         let unknown_key = message.strip_prefix("unknown field `").and_then(|rest| rest.split('`').next());
         self.error_at(&full_path, unknown_key, message.clone())
@@ -321,6 +396,38 @@ mod tests {
         let job = source.parse("job").unwrap();
         let error = source.plugin_error(&job.source, &[], "unknown field `path`, expected `paths`".into());
         assert_eq!(error.location, Some((3, 1)));
+    }
+
+    #[test]
+    fn platform_settings_have_defaults_and_sections_decode_with_locations() {
+        let job = JobSource::new("job.toml", MINIMAL).parse("job").unwrap();
+        assert_eq!(job.platform, PlatformSpec { pool: DEFAULT_POOL.into(), ..Default::default() });
+
+        let text = format!(
+            "priority = 5\npool = \"api\"\ndepends_on = [\"a\"]\ntimeout = \"1h\"\n{MINIMAL}\n[schedule]\ncron = \"* * * * *\"\nzone = 1\n"
+        );
+        let source = JobSource::new("job.toml", text);
+        let job = source.parse("job").unwrap();
+        assert_eq!((job.platform.priority, job.platform.pool.as_str()), (5, "api"));
+        assert_eq!(job.platform.depends_on, ["a"]);
+        assert_eq!(job.platform.timeout, Some(HumanDuration(std::time::Duration::from_secs(3600))));
+
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Schedule {
+            cron: String,
+        }
+        let error = source.decode::<Schedule>(job.platform.schedule.as_ref().unwrap()).unwrap_err();
+        assert_eq!(error.location, Some((14, 1)), "{error}");
+        assert!(error.message.starts_with("unknown field `zone`"), "{error}");
+    }
+
+    #[test]
+    fn a_job_cannot_depend_on_itself() {
+        let text = format!("name = \"a\"\ndepends_on = [\"a\"]\n{MINIMAL}");
+        let error = JobSource::new("job.toml", text).parse("job").unwrap_err();
+        assert_eq!((error.location, error.message.as_str()), (Some((2, 1)), "a job cannot depend on itself"));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! `haul-collect`) and no storage backend: the runtime reports checkpoints
 //! through the [`runtime::Ledger`] trait, which `haul-register` implements.
 
+pub mod assemble;
 pub mod batch;
 pub mod deadletter;
 pub mod error_limit;

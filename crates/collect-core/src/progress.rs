@@ -39,7 +39,8 @@ pub struct ShardProgress {
 }
 
 /// Where a shard is in its run, as shown by progress displays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ShardPhase {
     Queued,
     Running,

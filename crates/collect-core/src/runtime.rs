@@ -50,6 +50,25 @@ pub struct RunSettings {
     pub retry: RetryPolicy,
     pub error_limit: ErrorLimit,
     pub rate_limit: RateLimitSpec,
+    /// A shard still going this long after it started fails (retries included).
+    pub shard_timeout: Option<Duration>,
+}
+
+impl RunSettings {
+    /// The settings a job file gives a run.
+    pub fn for_job(spec: &crate::job::JobSpec, run_id: &str) -> Self {
+        RunSettings {
+            job: spec.name.clone(),
+            run_id: run_id.to_string(),
+            parallelism: spec.parallelism,
+            batch_size: spec.batch_size,
+            checkpoint_interval: spec.checkpoint_interval.0,
+            retry: spec.retry,
+            error_limit: spec.error_limit,
+            rate_limit: spec.rate_limit,
+            shard_timeout: spec.platform.shard_timeout.map(|timeout| timeout.0),
+        }
+    }
 }
 
 /// Where a shard resumes: its last saved checkpoint and what it had done by then.
@@ -227,6 +246,11 @@ enum AttemptEnd {
 async fn run_shard(context: &RunContext, shard: &ShardSpec, progress: &ShardProgress) -> ShardEnd {
     let mut resume = match context.ledger.acquire(shard).await {
         Ok(Some(resume)) => resume,
+        // Not acquired because the run was halted meanwhile: the shard did not run.
+        Ok(None) if context.halted() => {
+            progress.set_phase(ShardPhase::Stopped);
+            return ShardEnd::Stopped;
+        }
         Ok(None) => {
             progress.set_phase(ShardPhase::Done);
             return ShardEnd::Done;
@@ -241,10 +265,11 @@ async fn run_shard(context: &RunContext, shard: &ShardSpec, progress: &ShardProg
     }
 
     let mut delays = context.settings.retry.delays();
+    let deadline = context.settings.shard_timeout.map(|timeout| tokio::time::Instant::now() + timeout);
     loop {
         progress.set_phase(ShardPhase::Running);
         let sequence_before = resume.sequence;
-        let error = match attempt(context, shard, &mut resume, progress).await {
+        let error = match attempt(context, shard, &mut resume, progress, deadline).await {
             Ok(AttemptEnd::Exhausted) => {
                 return finish(context, shard, ShardOutcome::Succeeded, &resume, progress).await;
             }
@@ -310,6 +335,7 @@ async fn attempt(
     shard: &ShardSpec,
     resume: &mut ResumePoint,
     progress: &ShardProgress,
+    deadline: Option<tokio::time::Instant>,
 ) -> anyhow::Result<AttemptEnd> {
     let settings = &context.settings;
     let reader = context
@@ -334,6 +360,10 @@ async fn attempt(
             let next = tokio::select! {
                 biased;
                 _ = context.halt_requested() => return Ok(AttemptEnd::Halted),
+                _ = sleep_until(deadline) => {
+                    let timeout = settings.shard_timeout.unwrap_or_default();
+                    anyhow::bail!("the shard timed out after {}", haul_common::duration::HumanDuration(timeout));
+                }
                 next = batches.recv() => next,
             };
             let Some(next) = next else { return Ok(AttemptEnd::Exhausted) };
@@ -362,6 +392,14 @@ async fn attempt(
             progress.subtract(uncommitted.counters);
             Err(error)
         }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

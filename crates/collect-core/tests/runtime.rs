@@ -229,6 +229,7 @@ fn settings(error_limit: haul_collect_core::error_limit::ErrorLimit) -> RunSetti
         },
         error_limit,
         rate_limit: Default::default(),
+        shard_timeout: None,
     }
 }
 
@@ -320,6 +321,20 @@ async fn transient_error_retries_from_the_checkpoint() {
     assert_eq!(report.outcome, RunOutcome::Succeeded);
     assert_eq!(harness.committed_sorted(), expected(2, 100));
     assert_eq!(report.totals.records_written, 200, "counters of the discarded attempt were taken back");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shard_past_its_timeout_fails_and_keeps_what_it_committed() {
+    let mut source = NumbersSource::new(1, 1_000);
+    source.delay = Duration::from_millis(100);
+    let harness = Harness::new(source);
+    let mut settings = settings(Default::default());
+    settings.shard_timeout = Some(Duration::from_millis(450));
+    let report = harness.run(settings, CancellationToken::new()).await;
+    let RunOutcome::Failed(reasons) = report.outcome else { panic!("{:?}", report.outcome) };
+    assert_eq!(reasons, ["shard s0: the shard timed out after 450ms"]);
+    // Batches of 10 every 100 ms, committed as they come (checkpoint interval 0).
+    assert_eq!(harness.committed_sorted(), (0..40).collect::<Vec<i64>>());
 }
 
 #[tokio::test]

@@ -41,11 +41,7 @@ impl StoreLedger {
     }
 
     async fn record(&self, shard: &ShardSpec) -> anyhow::Result<ShardRecord> {
-        let records = self.store.shards(&self.run_id).await?;
-        records
-            .into_iter()
-            .find(|r| r.spec.id == shard.id)
-            .with_context(|| format!("shard {} is not in the run", shard.id))
+        self.store.shard(&self.run_id, &shard.id).await.with_context(|| format!("shard {} is not in the run", shard.id))
     }
 
     fn heartbeat(&self, lease: Lease) -> tokio::task::JoinHandle<()> {
@@ -142,7 +138,10 @@ mod tests {
         let shard = ShardSpec { id: "s0".into(), descriptor: serde_json::json!({}) };
         let plan = Plan { shards: vec![shard.clone()], next_state: None };
         let run =
-            store.create_run(NewRun { job: "j".into(), spec_hash: "h".into(), mode: Mode::Full, plan }).await.unwrap();
+            store
+                .create_run(NewRun { job: "j".into(), spec_hash: "h".into(), mode: Mode::Full, plan, request: Default::default() })
+                .await
+                .unwrap();
         (store, run.id, shard)
     }
 

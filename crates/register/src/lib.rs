@@ -10,5 +10,8 @@ pub mod ledger;
 pub mod model;
 pub mod store;
 
-pub use model::{Event, Lease, NewRun, RunRecord, RunState, ShardRecord, ShardState};
+pub use model::{
+    Event, JobRecord, Lease, NewRun, QueuedRun, RunFilter, RunRecord, RunRequest, RunState, RunTrigger, ShardRecord,
+    ShardState,
+};
 pub use store::{Error, SqliteStore, Store};

@@ -12,8 +12,10 @@ use haul_collect_core::progress::ShardCounters;
 use serde::{Deserialize, Serialize};
 
 /// Lifecycle of a run: pending → running → (paused ⇄ running) → succeeded |
-/// failed | cancelled; a paused or failed run may be resumed (→ running); any
-/// unfinished run (pending, running, paused, failed) may be cancelled.
+/// failed | cancelled; a pending run that cannot be planned fails; a paused or
+/// failed run may be resumed (→ running), and a failed run that was never
+/// planned is queued again (→ pending); any unfinished run (pending, running,
+/// paused, failed) may be cancelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunState {
@@ -30,6 +32,7 @@ const RUN_TRANSITIONS: &[(RunState, RunState)] = {
     use RunState::*;
     &[
         (Pending, Running),
+        (Pending, Failed),
         (Pending, Cancelled),
         (Running, Paused),
         (Running, Succeeded),
@@ -37,6 +40,7 @@ const RUN_TRANSITIONS: &[(RunState, RunState)] = {
         (Running, Cancelled),
         (Paused, Running),
         (Paused, Cancelled),
+        (Failed, Pending),
         (Failed, Running),
         (Failed, Cancelled),
     ]
@@ -178,6 +182,110 @@ pub struct RunRecord {
     pub updated_at: DateTime<Utc>,
     /// The reason given for the latest state change.
     pub message: Option<String>,
+    /// Why and for when the run exists, and how it queues.
+    pub request: RunRequest,
+    /// When the run first entered `running`, and when it ended (store clock).
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// What created a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunTrigger {
+    /// Asked for through `haul run`, the API or the CLI.
+    #[default]
+    Manual,
+    /// A cron schedule fired, or an upstream job's scheduled run for the same time.
+    Schedule,
+    /// One interval of a backfill.
+    Backfill,
+    /// An automatic retry of a failed run (the job's `run_retry`).
+    Retry,
+}
+
+impl RunTrigger {
+    pub const ALL: [RunTrigger; 4] = [RunTrigger::Manual, RunTrigger::Schedule, RunTrigger::Backfill, RunTrigger::Retry];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunTrigger::Manual => "manual",
+            RunTrigger::Schedule => "schedule",
+            RunTrigger::Backfill => "backfill",
+            RunTrigger::Retry => "retry",
+        }
+    }
+}
+
+impl FromStr for RunTrigger {
+    type Err = UnknownState;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        RunTrigger::ALL
+            .into_iter()
+            .find(|trigger| trigger.as_str() == value)
+            .ok_or_else(|| UnknownState { machine: "trigger", value: value.to_string() })
+    }
+}
+
+/// Why a run exists and how it waits for its turn.
+///
+/// A run is unique per job, trigger and `scheduled_for`: creating it again
+/// (a scheduler restarted mid-tick, a backfill submitted twice) returns the
+/// existing run. Runs without a `scheduled_for` are never merged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRequest {
+    pub trigger: RunTrigger,
+    /// The schedule time (or interval start) the run is for.
+    pub scheduled_for: Option<DateTime<Utc>>,
+    pub priority: i32,
+    pub pool: String,
+    /// Overrides given when the run was asked for, e.g. `{"range": {"from": …, "to": …}}`.
+    pub params: Option<serde_json::Value>,
+    /// 1 for the first try; a retry of a failed run counts up.
+    pub attempt: u32,
+}
+
+impl Default for RunRequest {
+    fn default() -> Self {
+        RunRequest {
+            trigger: RunTrigger::Manual,
+            scheduled_for: None,
+            priority: 0,
+            pool: haul_collect_core::job::DEFAULT_POOL.to_string(),
+            params: None,
+            attempt: 1,
+        }
+    }
+}
+
+/// Which runs to list, newest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunFilter {
+    pub job: Option<String>,
+    /// Any of these states; all states when empty.
+    pub states: Vec<RunState>,
+    pub trigger: Option<RunTrigger>,
+    pub scheduled_for: Option<DateTime<Utc>>,
+    /// At most this many; all when `None`.
+    pub limit: Option<u32>,
+}
+
+/// A job as the server keeps it: its spec text and whether it is scheduled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub name: String,
+    /// The job file's TOML text, as submitted (JSON submissions are stored as TOML).
+    pub spec: String,
+    pub spec_hash: String,
+    /// Disabled jobs are not scheduled; they can still be run by hand.
+    pub enabled: bool,
+    /// Counts the updates of the spec, from 1.
+    pub version: u64,
+    /// The latest schedule time the scheduler has dealt with (fired or skipped).
+    pub planned_through: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 /// One shard of a run, as stored: its plan entry and its ledger line.
@@ -215,6 +323,18 @@ pub struct NewRun {
     pub spec_hash: String,
     pub mode: Mode,
     pub plan: Plan,
+    pub request: RunRequest,
+}
+
+/// A run to queue before it is planned: planning waits until the run may start
+/// (its upstream jobs succeeded, its turn came), so that an incremental run
+/// plans from the state its predecessor left.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedRun {
+    pub job: String,
+    pub spec_hash: String,
+    pub mode: Mode,
+    pub request: RunRequest,
 }
 
 /// One line of a run's history: a run or shard entering a state, and why.
@@ -237,10 +357,10 @@ mod tests {
     fn run_allowed(from: RunState, to: RunState) -> bool {
         use RunState::*;
         match from {
-            Pending => matches!(to, Running | Cancelled),
+            Pending => matches!(to, Running | Failed | Cancelled),
             Running => matches!(to, Paused | Succeeded | Failed | Cancelled),
             Paused => matches!(to, Running | Cancelled),
-            Failed => matches!(to, Running | Cancelled),
+            Failed => matches!(to, Pending | Running | Cancelled),
             Succeeded | Cancelled => false,
         }
     }
@@ -291,12 +411,12 @@ mod tests {
         use RunState::*;
         let terminal: Vec<RunState> = RunState::ALL.into_iter().filter(|s| s.is_terminal()).collect();
         assert_eq!(terminal, [Succeeded, Failed, Cancelled]);
-        // Only failed leaves the end states, and only to be resumed or cancelled.
+        // Only failed leaves the end states, and only to be retried or cancelled.
         for from in terminal {
             for to in RunState::ALL {
                 if from.can_transition_to(to) {
                     assert_eq!(from, Failed);
-                    assert!(matches!(to, Running | Cancelled));
+                    assert!(matches!(to, Pending | Running | Cancelled));
                 }
             }
         }

@@ -9,7 +9,9 @@ use std::time::Duration;
 use haul_collect_core::job::Mode;
 use haul_collect_core::plugin::{Checkpoint, Plan, ShardSpec};
 use haul_collect_core::progress::ShardCounters;
-use haul_register::model::{NewRun, RunState, ShardState};
+use haul_register::model::{
+    NewRun, QueuedRun, RunFilter, RunRequest, RunState, RunTrigger, ShardState,
+};
 use haul_register::store::{Error, SCHEMA_VERSION, SqliteStore, Store};
 use serde_json::json;
 use sqlx::Connection;
@@ -44,7 +46,17 @@ fn plan(shards: usize) -> Plan {
 }
 
 fn new_run(job: &str, shards: usize) -> NewRun {
-    NewRun { job: job.into(), spec_hash: "abc123".into(), mode: Mode::Incremental, plan: plan(shards) }
+    NewRun {
+        job: job.into(),
+        spec_hash: "abc123".into(),
+        mode: Mode::Incremental,
+        plan: plan(shards),
+        request: Default::default(),
+    }
+}
+
+fn at(millis: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(millis).unwrap()
 }
 
 fn counters(n: u64) -> ShardCounters {
@@ -87,7 +99,7 @@ async fn missing_runs_are_not_found() {
     assert!(matches!(f.store.shards("nope").await, Err(Error::NotFound { .. })));
     let error = f.store.set_run_state("nope", RunState::Paused, "x").await.unwrap_err();
     assert_eq!(error.to_string(), "run nope not found");
-    assert!(matches!(f.store.reset_failed_shards("nope").await, Err(Error::NotFound { .. })));
+    assert!(matches!(f.store.retry_run("nope", "x").await, Err(Error::NotFound { .. })));
 }
 
 #[tokio::test]
@@ -263,9 +275,10 @@ async fn finished_shards_cannot_be_claimed() {
 
     // Resuming the failed run retries its failed shard.
     f.store.set_run_state(&run.id, RunState::Failed, "a shard failed").await.unwrap();
-    f.store.set_run_state(&run.id, RunState::Running, "resumed").await.unwrap();
-    assert_eq!(f.store.reset_failed_shards(&run.id).await.unwrap(), 1);
-    assert_eq!(f.store.reset_failed_shards(&run.id).await.unwrap(), 0);
+    assert_eq!(f.store.retry_run(&run.id, "retried").await.unwrap(), 1);
+    let retried = f.store.run(&run.id).await.unwrap();
+    assert_eq!((retried.state, retried.request.attempt, retried.finished_at), (RunState::Running, 2, None));
+    assert!(matches!(f.store.retry_run(&run.id, "again").await, Err(Error::IllegalTransition { .. })));
     let retry = f.store.claim_shard(&run.id, "s1", "b", LONG).await.unwrap().expect("a reset shard is claimable");
     assert_eq!(retry.epoch, 2);
     let shard = &f.store.shards(&run.id).await.unwrap()[1];
@@ -419,7 +432,7 @@ async fn raw_row(path: &Path, sql: &'static str) -> Vec<Option<String>> {
 #[tokio::test]
 async fn persisted_format_is_stable() {
     let f = fixture().await;
-    assert_eq!(SCHEMA_VERSION, 1);
+    assert_eq!(SCHEMA_VERSION, 2);
     assert_eq!(f.store.schema_version().await.unwrap(), SCHEMA_VERSION);
 
     let new = NewRun {
@@ -434,6 +447,14 @@ async fn persisted_format_is_stable() {
                 descriptor: json!({ "from": 0, "table": "orders", "to": 1000 }),
             }],
             next_state: Some(json!({ "max_id": 999 })),
+        },
+        request: RunRequest {
+            trigger: RunTrigger::Backfill,
+            scheduled_for: Some(at(1_700_000_000_000)),
+            priority: 3,
+            pool: "api".into(),
+            params: Some(json!({ "range": { "from": 0, "to": 1000 } })),
+            attempt: 2,
         },
     };
     let run = f.store.create_run(new).await.unwrap();
@@ -454,9 +475,121 @@ async fn persisted_format_is_stable() {
     );
     let run_row = raw_row(&f.path, "SELECT mode, state, next_state, message FROM runs").await;
     assert_eq!(run_row, [Some("range".into()), Some("running".into()), Some(r#"{"max_id":999}"#.into()), None]);
+    let queue_row = raw_row(
+        &f.path,
+        "SELECT trigger, CAST(scheduled_for AS TEXT), CAST(priority AS TEXT), pool FROM runs",
+    )
+    .await;
+    assert_eq!(queue_row, [Some("backfill".into()), Some("1700000000000".into()), Some("3".into()), Some("api".into())]);
+    let params_row = raw_row(&f.path, "SELECT params, CAST(attempt AS TEXT), NULL, NULL FROM runs").await;
+    assert_eq!(params_row, [Some(r#"{"range":{"from":0,"to":1000}}"#.into()), Some("2".into()), None, None]);
 
     let stored = &f.store.shards(&run.id).await.unwrap()[0];
     assert_eq!(stored.checkpoint, Some(checkpoint));
     assert_eq!(stored.counters, written);
     assert_eq!(stored.sequence, 2);
+}
+
+fn scheduled(job: &str, millis: i64) -> QueuedRun {
+    QueuedRun {
+        job: job.into(),
+        spec_hash: "h".into(),
+        mode: Mode::Full,
+        request: RunRequest { trigger: RunTrigger::Schedule, scheduled_for: Some(at(millis)), ..Default::default() },
+    }
+}
+
+#[tokio::test]
+async fn a_scheduled_run_is_created_once_per_job_and_time() {
+    let f = fixture().await;
+    let (first, created) = f.store.enqueue_run(scheduled("a", 60_000)).await.unwrap();
+    assert!(created);
+    assert_eq!((first.state, first.started_at), (RunState::Pending, None));
+    let (again, created) = f.store.enqueue_run(scheduled("a", 60_000)).await.unwrap();
+    assert!(!created);
+    assert_eq!(again.id, first.id);
+    // Another time, another job, or a manual run are new runs.
+    assert!(f.store.enqueue_run(scheduled("a", 120_000)).await.unwrap().1);
+    assert!(f.store.enqueue_run(scheduled("b", 60_000)).await.unwrap().1);
+    let manual = QueuedRun { request: RunRequest::default(), ..scheduled("a", 0) };
+    assert!(f.store.enqueue_run(manual.clone()).await.unwrap().1);
+    assert!(f.store.enqueue_run(manual).await.unwrap().1);
+
+    let for_time = RunFilter { job: Some("a".into()), scheduled_for: Some(at(60_000)), ..Default::default() };
+    let found = f.store.runs(&for_time).await.unwrap();
+    assert_eq!(found.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), [first.id.as_str()]);
+    let all_a = f.store.runs(&RunFilter { job: Some("a".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(all_a.len(), 4);
+    let limited = RunFilter { states: vec![RunState::Pending], limit: Some(2), ..Default::default() };
+    assert_eq!(f.store.runs(&limited).await.unwrap().len(), 2);
+    let running = RunFilter { states: vec![RunState::Running], ..Default::default() };
+    assert!(f.store.runs(&running).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_queued_run_is_planned_when_it_starts() {
+    let f = fixture().await;
+    let (run, _) = f.store.enqueue_run(scheduled("a", 60_000)).await.unwrap();
+    assert!(f.store.shards(&run.id).await.unwrap().is_empty());
+    let started = f.store.start_run(&run.id, "h2", &plan(3)).await.unwrap();
+    assert_eq!((started.state, started.spec_hash.as_str()), (RunState::Running, "h2"));
+    assert!(started.started_at.is_some());
+    assert_eq!(started.next_state, Some(json!({ "cursor": "2026-01-01" })));
+    assert_eq!(f.store.shards(&run.id).await.unwrap().len(), 3);
+    assert_eq!(f.store.shard(&run.id, "s2").await.unwrap().state, ShardState::Pending);
+    assert!(matches!(f.store.shard(&run.id, "nope").await, Err(Error::NotFound { .. })));
+    // Only a pending run can be planned.
+    assert!(matches!(f.store.start_run(&run.id, "h2", &plan(1)).await, Err(Error::IllegalTransition { .. })));
+
+    f.store.set_run_state(&run.id, RunState::Cancelled, "by hand").await.unwrap();
+    let ended = f.store.run(&run.id).await.unwrap();
+    assert!(ended.finished_at.is_some());
+    let kinds: Vec<String> = f.store.events(&run.id).await.unwrap().into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, ["pending", "running", "cancelled"]);
+}
+
+#[tokio::test]
+async fn a_restarted_owner_gets_its_shards_back_at_once_and_stays_fenced() {
+    let f = fixture().await;
+    let run = f.store.create_run(new_run("a", 2)).await.unwrap();
+    let old = f.store.claim_shard(&run.id, "s1", "server-1", LONG).await.unwrap().unwrap();
+    let other = f.store.claim_shard(&run.id, "s2", "server-2", LONG).await.unwrap().unwrap();
+    assert_eq!(f.store.expire_leases_of("server-1").await.unwrap(), 1);
+    let new = f.store.claim_shard(&run.id, "s1", "server-1", LONG).await.unwrap().unwrap();
+    assert_eq!(new.epoch, old.epoch + 1);
+    assert!(is_lease_lost(f.store.save_checkpoint(&old, 1, &Checkpoint(json!(1)), &counters(1)).await));
+    f.store.save_checkpoint(&new, 1, &Checkpoint(json!(1)), &counters(1)).await.unwrap();
+    f.store.renew_lease(&other, LONG).await.unwrap();
+}
+
+#[tokio::test]
+async fn jobs_are_created_updated_enabled_and_deleted() {
+    let f = fixture().await;
+    let job = f.store.put_job("orders", "name = 'orders'", "h1").await.unwrap();
+    assert_eq!((job.version, job.enabled, job.planned_through), (1, true, None));
+    f.store.set_job_enabled("orders", false).await.unwrap();
+    let same = f.store.put_job("orders", "name = 'orders'", "h1").await.unwrap();
+    assert_eq!((same.version, same.enabled), (1, false));
+    let changed = f.store.put_job("orders", "name = 'orders' # v2", "h2").await.unwrap();
+    assert_eq!((changed.version, changed.spec.as_str()), (2, "name = 'orders' # v2"));
+    f.store.set_planned_through("orders", at(60_000)).await.unwrap();
+    assert_eq!(f.store.job("orders").await.unwrap().planned_through, Some(at(60_000)));
+    f.store.put_job("accounts", "name = 'accounts'", "h").await.unwrap();
+    let names: Vec<String> = f.store.jobs().await.unwrap().into_iter().map(|j| j.name).collect();
+    assert_eq!(names, ["accounts", "orders"]);
+    f.store.delete_job("orders").await.unwrap();
+    assert!(matches!(f.store.job("orders").await, Err(Error::NotFound { .. })));
+    assert!(matches!(f.store.delete_job("orders").await, Err(Error::NotFound { .. })));
+    assert!(matches!(f.store.set_job_enabled("orders", true).await, Err(Error::NotFound { .. })));
+}
+
+#[tokio::test]
+async fn a_run_that_failed_before_planning_is_queued_again_on_retry() {
+    let f = fixture().await;
+    let (run, _) = f.store.enqueue_run(scheduled("a", 60_000)).await.unwrap();
+    f.store.set_run_state(&run.id, RunState::Failed, "cannot start: no such file").await.unwrap();
+    assert_eq!(f.store.retry_run(&run.id, "retry 1 of 2").await.unwrap(), 0);
+    let retried = f.store.run(&run.id).await.unwrap();
+    assert_eq!((retried.state, retried.request.attempt), (RunState::Pending, 2));
+    f.store.start_run(&run.id, "h", &plan(1)).await.unwrap();
 }

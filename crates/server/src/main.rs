@@ -1,7 +1,10 @@
 //! `haul`: the command line. `haul run JOB.toml` runs a job in this process
 //! with resumable local state; `haul check` validates a job and tests its
-//! connections; `haul plugins` lists what jobs can use.
+//! connections; `haul plugins` lists what jobs can use; `haul server` starts
+//! the platform (scheduler, REST API, embedded workers); `haul jobs`, `haul
+//! runs` and `haul backfill` drive a running server through its API.
 
+mod api;
 mod commands;
 mod job_loader;
 mod progress_view;
@@ -48,6 +51,14 @@ enum Command {
     Plugins(commands::plugins::PluginsArgs),
     /// Inspect and replay a job's rejected records.
     Deadletter(commands::deadletter::DeadLetterArgs),
+    /// Start the platform: scheduler, REST API and embedded workers.
+    Server(commands::server::ServerArgs),
+    /// Submit and manage the jobs of a server.
+    Jobs(commands::client::jobs::JobsArgs),
+    /// Follow and steer the runs of a server.
+    Runs(commands::client::runs::RunsArgs),
+    /// Queue one run of a job per past interval on a server.
+    Backfill(commands::client::backfill::BackfillArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +81,10 @@ fn main() -> ExitCode {
             Command::Check(args) => commands::check::run(args).await,
             Command::Plugins(args) => commands::plugins::run(args),
             Command::Deadletter(args) => commands::deadletter::run(args).await,
+            Command::Server(args) => commands::server::run(args).await,
+            Command::Jobs(args) => commands::client::jobs::run(args).await,
+            Command::Runs(args) => commands::client::runs::run(args).await,
+            Command::Backfill(args) => commands::client::backfill::run(args).await,
         }
     });
     match result {

@@ -4,7 +4,9 @@
 //!
 //! Lifecycle, as the runtime drives it:
 //! 1. [`Store::unfinished_run`] finds a run to resume; otherwise
-//!    [`Store::create_run`] stores a new run with its whole plan.
+//!    [`Store::create_run`] stores a new run with its whole plan. The server
+//!    instead queues a run with [`Store::enqueue_run`] and plans it when it may
+//!    start, with [`Store::start_run`].
 //! 2. Each shard is executed under a [`Lease`] from [`Store::claim_shard`],
 //!    kept alive with [`Store::renew_lease`]. Every [`Store::save_checkpoint`]
 //!    follows a sink commit. The shard ends with [`Store::finish_shard`], or is
@@ -35,7 +37,9 @@ use haul_collect_core::progress::ShardCounters;
 pub use open::open;
 pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 
-use crate::model::{Event, Lease, NewRun, RunRecord, RunState, ShardRecord, ShardState};
+use crate::model::{
+    Event, JobRecord, Lease, NewRun, QueuedRun, RunFilter, RunRecord, RunState, ShardRecord, ShardState,
+};
 
 /// What a store operation can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -147,10 +151,58 @@ pub trait Store: Send + Sync {
     /// sources that learn it only by reading (see `Source::final_state`).
     async fn set_next_state(&self, run_id: &str, next_state: &serde_json::Value) -> Result<(), Error>;
 
-    /// Failed shards of a run back to pending (for resuming a failed run),
-    /// with an event each; returns how many.
-    async fn reset_failed_shards(&self, run_id: &str) -> Result<u64, Error>;
+    /// Tries a failed run again, with its attempt counted up and events: its
+    /// failed shards back to pending (keeping their checkpoints) and the run
+    /// `running`; or, for a run that failed before it was planned, the run
+    /// back to `pending`, to be planned again. Returns how many shards were
+    /// reset. [`Error::IllegalTransition`] unless the run is failed.
+    async fn retry_run(&self, run_id: &str, reason: &str) -> Result<u64, Error>;
 
     /// The events of a run, oldest first.
     async fn events(&self, run_id: &str) -> Result<Vec<Event>, Error>;
+
+    /// One shard of a run; [`Error::NotFound`] if missing.
+    async fn shard(&self, run_id: &str, shard_id: &str) -> Result<ShardRecord, Error>;
+
+    /// Queues a `pending` run without a plan. Idempotent on job, trigger and
+    /// `scheduled_for` (when set): returns the existing run and `false` when
+    /// that run exists already, the new run and `true` otherwise.
+    async fn enqueue_run(&self, new: QueuedRun) -> Result<(RunRecord, bool), Error>;
+
+    /// Stores the plan of a `pending` run, made from the job spec with hash
+    /// `spec_hash`, and moves the run to `running`, in one transaction;
+    /// [`Error::IllegalTransition`] if the run is not pending.
+    async fn start_run(
+        &self,
+        run_id: &str,
+        spec_hash: &str,
+        plan: &haul_collect_core::Plan,
+    ) -> Result<RunRecord, Error>;
+
+    /// Runs matching `filter`, newest first.
+    async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, Error>;
+
+    /// Expires at once the leases `owner` holds, so that a restarted process
+    /// (same owner name) can claim its shards again without waiting for the
+    /// TTL. Claims still increment the epoch, so a stale holder stays fenced.
+    /// Returns how many leases were expired.
+    async fn expire_leases_of(&self, owner: &str) -> Result<u64, Error>;
+
+    /// Creates a job, or replaces its spec (the version counts up); a new job is enabled.
+    async fn put_job(&self, name: &str, spec: &str, spec_hash: &str) -> Result<JobRecord, Error>;
+
+    /// A job; [`Error::NotFound`] if missing.
+    async fn job(&self, name: &str) -> Result<JobRecord, Error>;
+
+    /// Every job, by name.
+    async fn jobs(&self) -> Result<Vec<JobRecord>, Error>;
+
+    /// Enables or disables a job's schedule; [`Error::NotFound`] if missing.
+    async fn set_job_enabled(&self, name: &str, enabled: bool) -> Result<(), Error>;
+
+    /// Deletes a job (its runs stay, as history); [`Error::NotFound`] if missing.
+    async fn delete_job(&self, name: &str) -> Result<(), Error>;
+
+    /// Records the latest schedule time the scheduler has dealt with.
+    async fn set_planned_through(&self, name: &str, at: chrono::DateTime<chrono::Utc>) -> Result<(), Error>;
 }

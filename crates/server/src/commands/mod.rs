@@ -1,6 +1,8 @@
 //! One module per `haul` command.
 
 pub mod check;
+pub mod client;
 pub mod deadletter;
 pub mod plugins;
 pub mod run;
+pub mod server;

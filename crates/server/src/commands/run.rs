@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use haul_collect_core::runtime::{RunOutcome, RunSettings, execute, progress_for};
-use haul_collect_core::{PlanContext, ShardSpec, Source};
+use haul_collect_core::runtime::{RunOutcome, RunSettings, execute};
+use haul_collect_core::PlanContext;
 use haul_common::shutdown;
 use haul_register::ledger::StoreLedger;
-use haul_register::{NewRun, RunRecord, RunState, ShardState, Store};
+use haul_register::{NewRun, RunRecord, RunState, Store};
+use haul_scheduler::lifecycle;
 
 use crate::job_loader::{self, LoadedJob};
 use crate::progress_view::{self, ProgressMode};
@@ -47,29 +48,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let run = prepare_run(store.as_ref(), &job, args.restart).await?;
     let job_name = job.spec.name.clone();
 
-    let records = store.shards(&run.id).await?;
-    let shards: Vec<ShardSpec> = records.iter().map(|r| r.spec.clone()).collect();
-    let progress = progress_for(&shards);
-    for (record, shard_progress) in records.iter().zip(&progress.shards) {
-        if record.state == ShardState::Succeeded {
-            shard_progress.add(record.counters);
-            shard_progress.set_phase(haul_collect_core::progress::ShardPhase::Done);
-        }
-    }
+    let (shards, progress) = lifecycle::progress_of(&store.shards(&run.id).await?);
 
     let dead_letters = job_loader::dead_letters(&job, &registry, &args.state_dir)?;
     let owner = format!("local-{}", std::process::id());
     let ledger = Arc::new(StoreLedger::new(store.clone(), &run.id, owner, LOCAL_LEASE_TTL));
-    let settings = RunSettings {
-        job: job_name.clone(),
-        run_id: run.id.clone(),
-        parallelism: job.spec.parallelism,
-        batch_size: job.spec.batch_size,
-        checkpoint_interval: job.spec.checkpoint_interval.0,
-        retry: job.spec.retry,
-        error_limit: job.spec.error_limit,
-        rate_limit: job.spec.rate_limit,
-    };
+    let settings = RunSettings::for_job(&job.spec, &run.id);
     let source = job.pipeline.source.clone();
     let output = job.pipeline.sink.describe_output();
     let delivery = job.pipeline.sink.delivery();
@@ -79,15 +63,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let report = execute(job.pipeline, settings, shards, ledger, dead_letters.clone(), progress, stop).await;
     display.finish().await;
 
-    if report.outcome == RunOutcome::Succeeded {
-        record_final_state(store.as_ref(), source.as_ref(), &run).await?;
+    if report.outcome == RunOutcome::Stopped {
+        store.set_run_state(&run.id, RunState::Paused, "interrupted").await?;
+    } else {
+        lifecycle::finish_run(store.as_ref(), source.as_ref(), &run, &report.outcome).await?;
     }
-    let (state, reason) = match &report.outcome {
-        RunOutcome::Succeeded => (RunState::Succeeded, "every shard succeeded".to_string()),
-        RunOutcome::Stopped => (RunState::Paused, "interrupted".to_string()),
-        RunOutcome::Failed(reasons) => (RunState::Failed, reasons.join("; ")),
-    };
-    store.set_run_state(&run.id, state, &reason).await?;
     summary::print(&summary::Summary {
         job: &job_name,
         run_id: &run.id,
@@ -102,16 +82,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         RunOutcome::Stopped => ExitCode::from(EXIT_PAUSED),
         RunOutcome::Failed(_) => ExitCode::FAILURE,
     })
-}
-
-/// Lets the source revise the job state the run leaves, from its checkpoints.
-async fn record_final_state(store: &dyn Store, source: &dyn Source, run: &RunRecord) -> anyhow::Result<()> {
-    let checkpoints: Vec<_> = store.shards(&run.id).await?.into_iter().map(|shard| shard.checkpoint).collect();
-    let final_state = source.final_state(run.next_state.clone(), &checkpoints);
-    if let Some(state) = final_state.filter(|state| Some(state) != run.next_state.as_ref()) {
-        store.set_next_state(&run.id, &state).await?;
-    }
-    Ok(())
 }
 
 async fn open_store(state_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
@@ -138,8 +108,7 @@ async fn prepare_run(store: &dyn Store, job: &LoadedJob, restart: bool) -> anyho
         } else {
             match unfinished.state {
                 RunState::Failed => {
-                    store.reset_failed_shards(&unfinished.id).await?;
-                    store.set_run_state(&unfinished.id, RunState::Running, "resumed after failure").await?;
+                    store.retry_run(&unfinished.id, "resumed after failure").await?;
                 }
                 RunState::Paused | RunState::Pending => {
                     store.set_run_state(&unfinished.id, RunState::Running, "resumed").await?;
@@ -158,6 +127,7 @@ async fn prepare_run(store: &dyn Store, job: &LoadedJob, restart: bool) -> anyho
         parallelism: job.spec.parallelism,
     };
     let plan = job.pipeline.source.plan(&context).await.context("planning the run")?;
-    let run = store.create_run(NewRun { job: name.clone(), spec_hash: fingerprint, mode: job.spec.mode, plan }).await?;
+    let new = NewRun { job: name.clone(), spec_hash: fingerprint, mode: job.spec.mode, plan, request: Default::default() };
+    let run = store.create_run(new).await?;
     Ok(run)
 }

@@ -11,27 +11,28 @@
 //! integer milliseconds since the Unix epoch from SQLite's own clock.
 
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use haul_collect_core::job::Mode;
-use haul_collect_core::plugin::{Checkpoint, ShardSpec};
+use haul_collect_core::plugin::{Checkpoint, Plan};
 use haul_collect_core::progress::ShardCounters;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Row, SqliteConnection};
 
 use super::{Error, Store};
-use crate::model::{Event, Lease, NewRun, RunRecord, RunState, ShardRecord, ShardState};
+use crate::model::{
+    Event, JobRecord, Lease, NewRun, QueuedRun, RunFilter, RunRecord, RunState, ShardRecord, ShardState,
+};
+use codec::{
+    decode_run, decode_shard, from_json, lease_held, mode_name, parse_state, time, to_i64, to_json, to_u64, ttl_ms,
+};
 
 /// The version of the newest migration in `migrations/sqlite`; a store file
 /// migrated by a newer haul is refused.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// How long a connection waits for another process's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,7 +61,8 @@ macro_rules! held_lease {
 
 macro_rules! run_columns {
     () => {
-        "id, job, spec_hash, mode, state, next_state, message, created_at, updated_at"
+        "id, job, spec_hash, mode, state, next_state, message, created_at, updated_at, \
+         trigger, scheduled_for, priority, pool, params, attempt, started_at, finished_at"
     };
 }
 
@@ -69,6 +71,9 @@ macro_rules! shard_columns {
         "run_id, spec, state, sequence, checkpoint, counters, epoch, owner, error"
     };
 }
+
+mod codec;
+mod jobs;
 
 /// A [`Store`] in one SQLite file.
 #[derive(Debug, Clone)]
@@ -129,13 +134,22 @@ impl SqliteStore {
 fn migrator() -> sqlx::migrate::Migrator {
     use sqlx::SqlSafeStr;
     use sqlx::migrate::{Migration, MigrationType, Migrator};
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "init".into(),
-        MigrationType::Simple,
-        include_str!("../../migrations/sqlite/0001_init.sql").into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            "init".into(),
+            MigrationType::Simple,
+            include_str!("../../../migrations/sqlite/0001_init.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            "platform".into(),
+            MigrationType::Simple,
+            include_str!("../../../migrations/sqlite/0002_platform.sql").into_sql_str(),
+            false,
+        ),
+    ])
 }
 
 async fn insert_event(
@@ -157,6 +171,75 @@ async fn insert_event(
     .execute(connection)
     .await?;
     Ok(())
+}
+
+/// Inserts a run row in `state` and returns its new id (a UUIDv7).
+async fn insert_run(
+    connection: &mut SqliteConnection,
+    run: &QueuedRun,
+    state: RunState,
+    next_state: Option<&serde_json::Value>,
+) -> Result<String, Error> {
+    let id = uuid::Uuid::now_v7().to_string();
+    let request = &run.request;
+    sqlx::query(concat!(
+        "INSERT INTO runs (id, job, spec_hash, mode, state, next_state, message, created_at, updated_at, ",
+        "trigger, scheduled_for, priority, pool, params, attempt, started_at) ",
+        "VALUES (?, ?, ?, ?, ?, ?, NULL, ",
+        now_ms!(),
+        ", ",
+        now_ms!(),
+        ", ?, ?, ?, ?, ?, ?, CASE WHEN ? THEN ",
+        now_ms!(),
+        " END)"
+    ))
+    .bind(&id)
+    .bind(&run.job)
+    .bind(&run.spec_hash)
+    .bind(mode_name(run.mode))
+    .bind(state.as_str())
+    .bind(next_state.map(to_json).transpose()?)
+    .bind(request.trigger.as_str())
+    .bind(request.scheduled_for.map(|at| at.timestamp_millis()))
+    .bind(request.priority)
+    .bind(&request.pool)
+    .bind(request.params.as_ref().map(to_json).transpose()?)
+    .bind(i64::from(request.attempt))
+    .bind(state == RunState::Running)
+    .execute(connection)
+    .await?;
+    Ok(id)
+}
+
+/// Inserts the shards of `plan`, pending, in plan order.
+async fn insert_shards(connection: &mut SqliteConnection, run_id: &str, plan: &Plan) -> Result<(), Error> {
+    let counters = to_json(&ShardCounters::default())?;
+    for (position, spec) in plan.shards.iter().enumerate() {
+        sqlx::query(concat!(
+            "INSERT INTO shards (run_id, shard_id, position, spec, state, sequence, checkpoint, counters, ",
+            "epoch, owner, lease_expires_at, error, updated_at) ",
+            "VALUES (?, ?, ?, ?, 'pending', 0, NULL, ?, 0, NULL, NULL, NULL, ",
+            now_ms!(),
+            ")"
+        ))
+        .bind(run_id)
+        .bind(&spec.id)
+        .bind(to_i64(position as u64, "shard position")?)
+        .bind(to_json(spec)?)
+        .bind(&counters)
+        .execute(&mut *connection)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn select_run(connection: &mut SqliteConnection, run_id: &str) -> Result<RunRecord, Error> {
+    let row = sqlx::query(concat!("SELECT ", run_columns!(), " FROM runs WHERE id = ?"))
+        .bind(run_id)
+        .fetch_optional(connection)
+        .await?
+        .ok_or_else(|| Error::NotFound { what: format!("run {run_id}") })?;
+    decode_run(&row)
 }
 
 #[async_trait]
@@ -194,52 +277,15 @@ impl Store for SqliteStore {
     }
 
     async fn create_run(&self, new: NewRun) -> Result<RunRecord, Error> {
-        let id = uuid::Uuid::now_v7().to_string();
-        let next_state = new.plan.next_state.as_ref().map(to_json).transpose()?;
-        let counters = to_json(&ShardCounters::default())?;
+        let queued = QueuedRun { job: new.job, spec_hash: new.spec_hash, mode: new.mode, request: new.request };
         let mut tx = self.begin().await?;
-        sqlx::query(concat!(
-            "INSERT INTO runs (id, job, spec_hash, mode, state, next_state, message, created_at, updated_at) ",
-            "VALUES (?, ?, ?, ?, ?, ?, NULL, ",
-            now_ms!(),
-            ", ",
-            now_ms!(),
-            ")"
-        ))
-        .bind(&id)
-        .bind(&new.job)
-        .bind(&new.spec_hash)
-        .bind(mode_name(new.mode))
-        .bind(RunState::Running.as_str())
-        .bind(next_state)
-        .execute(&mut *tx)
-        .await?;
-        for (position, spec) in new.plan.shards.iter().enumerate() {
-            sqlx::query(concat!(
-                "INSERT INTO shards (run_id, shard_id, position, spec, state, sequence, checkpoint, counters, ",
-                "epoch, owner, lease_expires_at, error, updated_at) ",
-                "VALUES (?, ?, ?, ?, ?, 0, NULL, ?, 0, NULL, NULL, NULL, ",
-                now_ms!(),
-                ")"
-            ))
-            .bind(&id)
-            .bind(&spec.id)
-            .bind(to_i64(position as u64, "shard position")?)
-            .bind(to_json(spec)?)
-            .bind(ShardState::Pending.as_str())
-            .bind(&counters)
-            .execute(&mut *tx)
-            .await?;
-        }
+        let id = insert_run(&mut tx, &queued, RunState::Running, new.plan.next_state.as_ref()).await?;
+        insert_shards(&mut tx, &id, &new.plan).await?;
         let reason = format!("created with {} shards", new.plan.shards.len());
         insert_event(&mut tx, &id, None, RunState::Running.as_str(), &reason).await?;
-        let row = sqlx::query(concat!("SELECT ", run_columns!(), " FROM runs WHERE id = ?"))
-            .bind(&id)
-            .fetch_one(&mut *tx)
-            .await?;
-        let run = decode_run(&row)?;
+        let run = select_run(&mut tx, &id).await?;
         tx.commit().await?;
-        tracing::debug!(run_id = %id, job = %new.job, shards = new.plan.shards.len(), "created run");
+        tracing::debug!(run_id = %id, job = %run.job, shards = new.plan.shards.len(), "created run");
         Ok(run)
     }
 
@@ -270,10 +316,18 @@ impl Store for SqliteStore {
         sqlx::query(concat!(
             "UPDATE runs SET state = ?, message = ?, updated_at = ",
             now_ms!(),
+            ", started_at = CASE WHEN ? THEN COALESCE(started_at, ",
+            now_ms!(),
+            ") ELSE started_at END",
+            ", finished_at = CASE WHEN ? THEN ",
+            now_ms!(),
+            " ELSE NULL END",
             " WHERE id = ? AND state = ?"
         ))
         .bind(state.as_str())
         .bind(reason)
+        .bind(state == RunState::Running)
+        .bind(state.is_terminal())
         .bind(run_id)
         .bind(from.as_str())
         .execute(&mut *tx)
@@ -458,12 +512,11 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn reset_failed_shards(&self, run_id: &str) -> Result<u64, Error> {
+    async fn retry_run(&self, run_id: &str, reason: &str) -> Result<u64, Error> {
         let mut tx = self.begin().await?;
-        let exists: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM runs WHERE id = ?").bind(run_id).fetch_optional(&mut *tx).await?;
-        if exists.is_none() {
-            return Err(Error::NotFound { what: format!("run {run_id}") });
+        let run = select_run(&mut tx, run_id).await?;
+        if run.state != RunState::Failed {
+            return Err(Error::IllegalTransition { from: run.state.to_string(), to: "running (retried)".into() });
         }
         sqlx::query(concat!(
             "INSERT INTO events (run_id, shard_id, at, kind, reason) SELECT run_id, shard_id, ",
@@ -482,6 +535,20 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        let planned: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM shards WHERE run_id = ? LIMIT 1").bind(run_id).fetch_optional(&mut *tx).await?;
+        let state = if planned.is_some() { RunState::Running } else { RunState::Pending };
+        sqlx::query(concat!(
+            "UPDATE runs SET state = ?, attempt = attempt + 1, message = ?, finished_at = NULL, updated_at = ",
+            now_ms!(),
+            " WHERE id = ?"
+        ))
+        .bind(state.as_str())
+        .bind(reason)
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?;
+        insert_event(&mut tx, run_id, None, state.as_str(), reason).await?;
         tx.commit().await?;
         Ok(reset)
     }
@@ -502,108 +569,139 @@ impl Store for SqliteStore {
             })
             .collect()
     }
-}
 
-fn decode_run(row: &SqliteRow) -> Result<RunRecord, Error> {
-    let next_state: Option<String> = row.try_get("next_state")?;
-    Ok(RunRecord {
-        id: row.try_get("id")?,
-        job: row.try_get("job")?,
-        spec_hash: row.try_get("spec_hash")?,
-        mode: parse_mode(&row.try_get::<String, _>("mode")?)?,
-        state: parse_state(&row.try_get::<String, _>("state")?)?,
-        next_state: next_state.map(|text| from_json(&text, "next state")).transpose()?,
-        created_at: time(row.try_get("created_at")?)?,
-        updated_at: time(row.try_get("updated_at")?)?,
-        message: row.try_get("message")?,
-    })
-}
-
-fn decode_shard(row: &SqliteRow) -> Result<ShardRecord, Error> {
-    let checkpoint: Option<String> = row.try_get("checkpoint")?;
-    Ok(ShardRecord {
-        run_id: row.try_get("run_id")?,
-        spec: from_json::<ShardSpec>(&row.try_get::<String, _>("spec")?, "shard spec")?,
-        state: parse_state(&row.try_get::<String, _>("state")?)?,
-        sequence: to_u64(row.try_get("sequence")?, "sequence")?,
-        checkpoint: checkpoint.map(|text| from_json(&text, "checkpoint")).transpose()?,
-        counters: from_json(&row.try_get::<String, _>("counters")?, "counters")?,
-        epoch: to_u64(row.try_get("epoch")?, "epoch")?,
-        owner: row.try_get("owner")?,
-        error: row.try_get("error")?,
-    })
-}
-
-fn parse_state<S: FromStr<Err = crate::model::UnknownState>>(text: &str) -> Result<S, Error> {
-    text.parse().map_err(|error: crate::model::UnknownState| Error::Corrupt(error.to_string()))
-}
-
-fn mode_name(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Full => "full",
-        Mode::Incremental => "incremental",
-        Mode::Range => "range",
+    async fn shard(&self, run_id: &str, shard_id: &str) -> Result<ShardRecord, Error> {
+        let row = sqlx::query(concat!("SELECT ", shard_columns!(), " FROM shards WHERE run_id = ? AND shard_id = ?"))
+            .bind(run_id)
+            .bind(shard_id)
+            .fetch_optional(&self.reader)
+            .await?;
+        match row {
+            Some(row) => decode_shard(&row),
+            None => Err(Error::NotFound { what: format!("shard {shard_id} of run {run_id}") }),
+        }
     }
-}
 
-fn parse_mode(text: &str) -> Result<Mode, Error> {
-    match text {
-        "full" => Ok(Mode::Full),
-        "incremental" => Ok(Mode::Incremental),
-        "range" => Ok(Mode::Range),
-        other => Err(Error::Corrupt(format!("unknown mode `{other}`"))),
+    async fn enqueue_run(&self, new: QueuedRun) -> Result<(RunRecord, bool), Error> {
+        let mut tx = self.begin().await?;
+        if let Some(at) = new.request.scheduled_for {
+            let existing: Option<String> =
+                sqlx::query_scalar("SELECT id FROM runs WHERE job = ? AND trigger = ? AND scheduled_for = ?")
+                    .bind(&new.job)
+                    .bind(new.request.trigger.as_str())
+                    .bind(at.timestamp_millis())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(id) = existing {
+                return Ok((select_run(&mut tx, &id).await?, false));
+            }
+        }
+        let id = insert_run(&mut tx, &new, RunState::Pending, None).await?;
+        let reason = match new.request.scheduled_for {
+            Some(at) => format!("queued by {} for {}", new.request.trigger.as_str(), at.to_rfc3339()),
+            None => format!("queued by {}", new.request.trigger.as_str()),
+        };
+        insert_event(&mut tx, &id, None, RunState::Pending.as_str(), &reason).await?;
+        let run = select_run(&mut tx, &id).await?;
+        tx.commit().await?;
+        Ok((run, true))
     }
-}
 
-fn to_json<T: Serialize>(value: &T) -> Result<String, Error> {
-    serde_json::to_string(value).map_err(|error| Error::Corrupt(format!("cannot encode json: {error}")))
-}
+    async fn start_run(&self, run_id: &str, spec_hash: &str, plan: &Plan) -> Result<RunRecord, Error> {
+        let mut tx = self.begin().await?;
+        let run = select_run(&mut tx, run_id).await?;
+        if run.state != RunState::Pending {
+            return Err(Error::IllegalTransition { from: run.state.to_string(), to: "running (planned)".into() });
+        }
+        sqlx::query(concat!(
+            "UPDATE runs SET state = 'running', spec_hash = ?, next_state = ?, started_at = ",
+            now_ms!(),
+            ", updated_at = ",
+            now_ms!(),
+            " WHERE id = ?"
+        ))
+        .bind(spec_hash)
+        .bind(plan.next_state.as_ref().map(to_json).transpose()?)
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?;
+        insert_shards(&mut tx, run_id, plan).await?;
+        let reason = format!("planned {} shards", plan.shards.len());
+        insert_event(&mut tx, run_id, None, RunState::Running.as_str(), &reason).await?;
+        let run = select_run(&mut tx, run_id).await?;
+        tx.commit().await?;
+        Ok(run)
+    }
 
-fn from_json<T: DeserializeOwned>(text: &str, what: &str) -> Result<T, Error> {
-    serde_json::from_str(text).map_err(|error| Error::Corrupt(format!("{what}: {error}")))
-}
+    async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, Error> {
+        let mut query = sqlx::QueryBuilder::new(concat!("SELECT ", run_columns!(), " FROM runs WHERE 1 = 1"));
+        if let Some(job) = &filter.job {
+            query.push(" AND job = ").push_bind(job.clone());
+        }
+        if !filter.states.is_empty() {
+            query.push(" AND state IN (");
+            let mut states = query.separated(", ");
+            for state in &filter.states {
+                states.push_bind(state.as_str());
+            }
+            query.push(")");
+        }
+        if let Some(trigger) = filter.trigger {
+            query.push(" AND trigger = ").push_bind(trigger.as_str());
+        }
+        if let Some(at) = filter.scheduled_for {
+            query.push(" AND scheduled_for = ").push_bind(at.timestamp_millis());
+        }
+        query.push(" ORDER BY created_at DESC, id DESC");
+        if let Some(limit) = filter.limit {
+            query.push(" LIMIT ").push_bind(i64::from(limit));
+        }
+        let rows = query.build().fetch_all(&self.reader).await?;
+        rows.iter().map(decode_run).collect()
+    }
 
-fn time(millis: i64) -> Result<DateTime<Utc>, Error> {
-    DateTime::from_timestamp_millis(millis).ok_or_else(|| Error::Corrupt(format!("time {millis} out of range")))
-}
+    async fn expire_leases_of(&self, owner: &str) -> Result<u64, Error> {
+        let expired = sqlx::query(concat!(
+            "UPDATE shards SET lease_expires_at = ",
+            now_ms!(),
+            " WHERE owner = ? AND state = 'running' AND lease_expires_at > ",
+            now_ms!()
+        ))
+        .bind(owner)
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        Ok(expired)
+    }
 
-/// A fenced update that changed no row means the lease is gone.
-fn lease_held(rows_affected: u64, lease: &Lease) -> Result<(), Error> {
-    if rows_affected == 0 { Err(Error::lease_lost(lease)) } else { Ok(()) }
-}
+    async fn put_job(&self, name: &str, spec: &str, spec_hash: &str) -> Result<JobRecord, Error> {
+        jobs::put(&self.writer, name, spec, spec_hash).await
+    }
 
-fn to_i64(value: u64, what: &str) -> Result<i64, Error> {
-    i64::try_from(value).map_err(|_| Error::Corrupt(format!("{what} {value} does not fit the store")))
-}
+    async fn job(&self, name: &str) -> Result<JobRecord, Error> {
+        jobs::get(&self.reader, name).await
+    }
 
-fn to_u64(value: i64, what: &str) -> Result<u64, Error> {
-    u64::try_from(value).map_err(|_| Error::Corrupt(format!("negative {what} {value}")))
-}
+    async fn jobs(&self) -> Result<Vec<JobRecord>, Error> {
+        jobs::list(&self.reader).await
+    }
 
-/// A lease duration in milliseconds, at least 1.
-fn ttl_ms(ttl: Duration) -> i64 {
-    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2).max(1)
+    async fn set_job_enabled(&self, name: &str, enabled: bool) -> Result<(), Error> {
+        jobs::set_enabled(&self.writer, name, enabled).await
+    }
+
+    async fn delete_job(&self, name: &str) -> Result<(), Error> {
+        jobs::delete(&self.writer, name).await
+    }
+
+    async fn set_planned_through(&self, name: &str, at: DateTime<Utc>) -> Result<(), Error> {
+        jobs::set_planned_through(&self.writer, name, at).await
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mode_names_match_serde() {
-        for mode in [Mode::Full, Mode::Incremental, Mode::Range] {
-            assert_eq!(serde_json::to_value(mode).unwrap(), mode_name(mode));
-            assert_eq!(parse_mode(mode_name(mode)).unwrap(), mode);
-        }
-        assert!(matches!(parse_mode("Full"), Err(Error::Corrupt(_))));
-    }
-
-    #[test]
-    fn ttl_is_whole_positive_milliseconds() {
-        assert_eq!(ttl_ms(Duration::from_millis(50)), 50);
-        assert_eq!(ttl_ms(Duration::from_micros(10)), 1);
-        assert_eq!(ttl_ms(Duration::MAX), i64::MAX / 2);
-    }
 
     #[test]
     fn schema_version_matches_the_migrations() {

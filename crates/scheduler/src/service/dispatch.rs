@@ -1,0 +1,215 @@
+//! The embedded dispatcher: a fixed number of worker slots in this process,
+//! given to waiting shards in the order the [`crate::planner`] decides
+//! (priority with aging, pool quotas, per-job parallelism).
+//!
+//! A shard asks for a slot with [`SlotDispatcher::acquire`] and holds the
+//! returned [`SlotPermit`] while it runs; dropping the permit frees the slot
+//! and lets the next shards in. A waiter that gives up (its run was paused)
+//! simply drops its future: a slot granted to it comes straight back.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use haul_common::clock::Clock;
+use tokio::sync::oneshot;
+
+use crate::planner::{self, Aging, Quotas, WaitingShard};
+
+/// Hands out worker slots; see the module documentation.
+pub struct SlotDispatcher {
+    state: Mutex<State>,
+    clock: Arc<dyn Clock>,
+    aging: Aging,
+}
+
+struct State {
+    quotas: Quotas,
+    waiting: Vec<Waiter>,
+}
+
+struct Waiter {
+    shard: WaitingShard,
+    grant: oneshot::Sender<SlotPermit>,
+}
+
+/// A held worker slot; dropping it frees the slot.
+pub struct SlotPermit {
+    dispatcher: Arc<SlotDispatcher>,
+    job: String,
+    pool: String,
+}
+
+/// What the dispatcher is doing, for metrics and the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DispatchLoad {
+    pub slots: usize,
+    pub busy: usize,
+    pub waiting: usize,
+}
+
+impl SlotDispatcher {
+    /// `slots` worker slots; `pool_limits` caps the running shards of each named pool.
+    pub fn new(slots: usize, pool_limits: HashMap<String, usize>, clock: Arc<dyn Clock>, aging: Aging) -> Arc<Self> {
+        let quotas = Quotas {
+            free_slots: slots,
+            pool_limits,
+            running_by_pool: HashMap::new(),
+            job_limits: HashMap::new(),
+            running_by_job: HashMap::new(),
+        };
+        Arc::new(SlotDispatcher { state: Mutex::new(State { quotas, waiting: Vec::new() }), clock, aging })
+    }
+
+    /// Waits for a slot for `shard`; at most `job_limit` shards of its job run at once.
+    pub async fn acquire(self: &Arc<Self>, shard: WaitingShard, job_limit: usize) -> SlotPermit {
+        let (grant, granted) = oneshot::channel();
+        let refused = {
+            let mut state = self.lock();
+            state.quotas.job_limits.insert(shard.job.clone(), job_limit.max(1));
+            state.waiting.push(Waiter { shard, grant });
+            self.grant(&mut state)
+        };
+        drop(refused);
+        match granted.await {
+            Ok(permit) => permit,
+            // The sender lives in `waiting` until it is granted, and the
+            // dispatcher outlives its waiters (they hold an `Arc` to it).
+            Err(_) => unreachable!("a waiter is granted or stays waiting"),
+        }
+    }
+
+    pub fn load(&self) -> DispatchLoad {
+        let state = self.lock();
+        let busy: usize = state.quotas.running_by_job.values().sum();
+        DispatchLoad { slots: state.quotas.free_slots + busy, busy, waiting: state.waiting.len() }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Grants free slots to the waiters the planner picks. Returns the permits
+    /// whose waiter had gone, to be dropped once the lock is released.
+    fn grant(self: &Arc<Self>, state: &mut State) -> Vec<SlotPermit> {
+        state.waiting.retain(|waiter| !waiter.grant.is_closed());
+        if state.quotas.free_slots == 0 || state.waiting.is_empty() {
+            return Vec::new();
+        }
+        let shards: Vec<WaitingShard> = state.waiting.iter().map(|waiter| waiter.shard.clone()).collect();
+        let mut chosen = planner::select(&shards, &state.quotas, self.clock.now(), &self.aging);
+        chosen.sort_unstable_by(|a, b| b.cmp(a));
+        let mut refused = Vec::new();
+        for index in chosen {
+            let waiter = state.waiting.swap_remove(index);
+            let (job, pool) = (waiter.shard.job, waiter.shard.pool);
+            *state.quotas.running_by_job.entry(job.clone()).or_default() += 1;
+            *state.quotas.running_by_pool.entry(pool.clone()).or_default() += 1;
+            state.quotas.free_slots -= 1;
+            let permit = SlotPermit { dispatcher: self.clone(), job, pool };
+            if let Err(permit) = waiter.grant.send(permit) {
+                refused.push(permit);
+            }
+        }
+        refused
+    }
+
+    fn release(self: &Arc<Self>, job: &str, pool: &str) {
+        let refused = {
+            let mut state = self.lock();
+            decrement(&mut state.quotas.running_by_job, job);
+            decrement(&mut state.quotas.running_by_pool, pool);
+            state.quotas.free_slots += 1;
+            self.grant(&mut state)
+        };
+        drop(refused);
+    }
+}
+
+fn decrement(counts: &mut HashMap<String, usize>, key: &str) {
+    if let Some(count) = counts.get_mut(key) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            counts.remove(key);
+        }
+    }
+}
+
+impl Drop for SlotPermit {
+    fn drop(&mut self) {
+        self.dispatcher.release(&self.job, &self.pool);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::{DateTime, Utc};
+    use haul_common::clock::ManualClock;
+
+    use super::*;
+
+    fn shard(job: &str, pool: &str, priority: i32, id: &str) -> WaitingShard {
+        WaitingShard {
+            run_id: format!("run-{job}"),
+            shard_id: id.into(),
+            job: job.into(),
+            pool: pool.into(),
+            priority,
+            enqueued_at: DateTime::<Utc>::UNIX_EPOCH,
+        }
+    }
+
+    fn dispatcher(slots: usize, pools: &[(&str, usize)]) -> Arc<SlotDispatcher> {
+        let pools = pools.iter().map(|(name, limit)| (name.to_string(), *limit)).collect();
+        let clock = Arc::new(ManualClock::new(DateTime::<Utc>::UNIX_EPOCH));
+        SlotDispatcher::new(slots, pools, clock, Aging { step: Duration::from_secs(60) })
+    }
+
+    #[tokio::test]
+    async fn slots_pools_and_jobs_bound_what_runs_and_a_freed_slot_goes_to_the_best_waiter() {
+        let dispatcher = dispatcher(3, &[("small", 1)]);
+        let a1 = dispatcher.acquire(shard("a", "small", 0, "1"), 5).await;
+        // The pool `small` is full: b waits although slots are free.
+        let waiting_b = tokio::spawn({
+            let dispatcher = dispatcher.clone();
+            async move { dispatcher.acquire(shard("b", "small", 0, "1"), 5).await }
+        });
+        let c1 = dispatcher.acquire(shard("c", "default", 0, "1"), 1).await;
+        // Job c allows one shard at a time.
+        let waiting_c = tokio::spawn({
+            let dispatcher = dispatcher.clone();
+            async move { dispatcher.acquire(shard("c", "default", 9, "2"), 1).await }
+        });
+        tokio::task::yield_now().await;
+        while dispatcher.load().waiting < 2 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(dispatcher.load(), DispatchLoad { slots: 3, busy: 2, waiting: 2 });
+        drop(a1);
+        let b1 = waiting_b.await.unwrap();
+        assert_eq!(dispatcher.load(), DispatchLoad { slots: 3, busy: 2, waiting: 1 });
+        drop(c1);
+        let c2 = waiting_c.await.unwrap();
+        assert_eq!(dispatcher.load(), DispatchLoad { slots: 3, busy: 2, waiting: 0 });
+        drop((b1, c2));
+        assert_eq!(dispatcher.load(), DispatchLoad { slots: 3, busy: 0, waiting: 0 });
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_gives_up_does_not_keep_a_slot() {
+        let dispatcher = dispatcher(1, &[]);
+        let held = dispatcher.acquire(shard("a", "default", 0, "1"), 5).await;
+        let given_up = tokio::time::timeout(Duration::from_millis(10), {
+            let dispatcher = dispatcher.clone();
+            async move { dispatcher.acquire(shard("b", "default", 0, "1"), 5).await }
+        })
+        .await;
+        assert!(given_up.is_err());
+        drop(held);
+        assert_eq!(dispatcher.load(), DispatchLoad { slots: 1, busy: 0, waiting: 0 });
+        let again = dispatcher.acquire(shard("c", "default", 0, "1"), 5).await;
+        assert_eq!(dispatcher.load().busy, 1);
+        drop(again);
+    }
+}

@@ -1,0 +1,106 @@
+//! Runs executing in this process: each is the pipeline runtime over the
+//! run's shards, with a [`DispatchLedger`] that makes every shard wait for a
+//! worker slot and then claim its lease. When the runtime returns, the run's
+//! end is recorded — unless the run was stopped on purpose (pause, cancel,
+//! timeout, shutdown), whose state the stopper has set or leaves for the next
+//! start.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use haul_collect_core::assemble::{self, LoadedJob};
+use haul_collect_core::progress::RunProgress;
+use haul_collect_core::runtime::{RunSettings, execute};
+use haul_common::shutdown::CancellationToken;
+use haul_register::ledger::StoreLedger;
+use haul_register::RunRecord;
+use tracing::Instrument;
+
+use super::Platform;
+use super::ledger::{DispatchLedger, ShardTicket};
+use crate::lifecycle;
+
+/// A run executing here.
+pub(super) struct Execution {
+    /// Cancelled to stop the run at its next batch boundary.
+    pub stop: CancellationToken,
+    pub progress: Arc<RunProgress>,
+    /// When the run's timeout cancels it, by the service's clock.
+    pub deadline: Option<DateTime<Utc>>,
+}
+
+impl Platform {
+    /// Starts executing a running run, unless it executes here already.
+    pub(super) async fn launch(&self, run: RunRecord, job: LoadedJob) -> anyhow::Result<()> {
+        let inner = &self.inner;
+        let (shards, progress) = lifecycle::progress_of(&inner.store.shards(&run.id).await?);
+        let dead_letters = assemble::dead_letters(&job, &inner.registry, &inner.config.state_dir)?;
+        let stop = inner.shutdown.child_token();
+        let deadline = job
+            .spec
+            .platform
+            .timeout
+            .and_then(|timeout| chrono::Duration::from_std(timeout.0).ok())
+            .map(|timeout| inner.clock.now() + timeout);
+        {
+            let mut executions = self.executions();
+            if executions.contains_key(&run.id) {
+                return Ok(());
+            }
+            let execution = Execution { stop: stop.clone(), progress: progress.clone(), deadline };
+            executions.insert(run.id.clone(), execution);
+        }
+        let ticket = ShardTicket {
+            run_id: run.id.clone(),
+            job: run.job.clone(),
+            pool: run.request.pool.clone(),
+            priority: run.request.priority,
+            enqueued_at: run.created_at,
+            job_limit: job.spec.parallelism,
+        };
+        let store_ledger = StoreLedger::new(inner.store.clone(), &run.id, &inner.config.owner, inner.config.lease_ttl);
+        let ledger = Arc::new(DispatchLedger::new(store_ledger, inner.dispatcher.clone(), ticket, stop.clone()));
+        let settings = RunSettings::for_job(&job.spec, &run.id);
+        let source = job.pipeline.source.clone();
+        tracing::info!(run_id = %run.id, job = %run.job, shards = shards.len(), "run executing");
+        metrics::gauge!("haul_runs_executing").increment(1.0);
+
+        let platform = self.clone();
+        let span = tracing::info_span!("run", run_id = %run.id, job = %run.job);
+        let execution = async move {
+            let report = execute(job.pipeline, settings, shards, ledger, dead_letters, progress, stop.clone()).await;
+            let totals = report.totals;
+            let labels = [("job", run.job.clone())];
+            metrics::counter!("haul_records_read_total", &labels).increment(totals.records_read);
+            metrics::counter!("haul_records_written_total", &labels).increment(totals.records_written);
+            metrics::counter!("haul_records_rejected_total", &labels).increment(totals.records_rejected);
+            metrics::counter!("haul_bytes_read_total", &labels).increment(totals.bytes_read);
+            if !stop.is_cancelled() {
+                match lifecycle::finish_run(platform.inner.store.as_ref(), source.as_ref(), &run, &report.outcome).await
+                {
+                    Ok(Some(state)) => {
+                        tracing::info!(run_id = %run.id, job = %run.job, state = %state, "run ended");
+                        metrics::counter!("haul_runs_finished_total", "job" => run.job.clone(), "state" => state.as_str())
+                            .increment(1);
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::error!(run_id = %run.id, error = %format!("{error:#}"), "recording the end of a run failed")
+                    }
+                }
+            }
+            platform.executions().remove(&run.id);
+            metrics::gauge!("haul_runs_executing").decrement(1.0);
+            platform.wake();
+        };
+        tokio::spawn(execution.instrument(span));
+        Ok(())
+    }
+
+    /// Stops a run's execution here, if any, at its next batch boundary.
+    pub(super) fn stop_execution(&self, run_id: &str) {
+        if let Some(execution) = self.executions().get(run_id) {
+            execution.stop.cancel();
+        }
+    }
+}
