@@ -104,7 +104,7 @@ async fn invalid_jobs_are_refused_with_their_location() {
     let (status, error) =
         server.put_job(&files_job(&server, "report", "depends_on = [\"nowhere\"]"), "application/toml").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
-    assert!(error["error"].as_str().unwrap().contains("nowhere, which is not a job"), "{error}");
+    assert!(error["error"].as_str().unwrap().contains("`nowhere`, which is not a known job"), "{error}");
     server.apply(&spec).await;
     server.apply(&files_job(&server, "report", "depends_on = [\"orders\"]")).await;
     let (status, error) =
@@ -219,19 +219,26 @@ async fn a_failed_run_is_retried_after_its_input_is_fixed() {
     let (status, listed) = server.get("/api/v1/runs?job=strict&state=failed").await;
     assert_eq!((status, ids(&listed)), (StatusCode::OK, vec![id.as_str()]));
 
-    // Same length, so that byte offsets stay valid.
-    server.write("in/strict/a.csv", "id,name\n1,a\n2,b\n3,cc\n4,d\n");
+    // Retrying only the failed work resumes from the checkpoints: the
+    // rejected record stays in the dead letters and still counts.
     let (status, retried) = server.post(&format!("/api/v1/runs/{id}/retry?whole=false"), None).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{retried}");
-    assert_eq!(retried["id"], id.as_str(), "only the failed shards run again, in the same run");
+    assert_eq!(retried["id"], id.as_str(), "the same run goes on");
     let detail = server.wait_for_run(&id, &["succeeded", "failed"]).await;
-    assert_eq!(detail["state"], "succeeded", "{detail}\n{}", server.logs());
-    assert_eq!(output_ids(&server.path("out/strict")), [1, 2, 3, 4]);
+    assert_eq!((detail["state"].as_str(), detail["attempt"].as_u64()), (Some("failed"), Some(2)), "{detail}");
+    assert!(detail["message"].as_str().unwrap().contains("1 records rejected out of 4 read"), "{detail}");
 
-    // A whole retry of a finished run is a new run of the same request.
+    // A whole retry is a new run of the same request: it reads the fixed input again.
+    server.write("in/strict/a.csv", "id,name\n1,a\n2,b\n3,c\n4,d\n");
     let (status, again) = server.post(&format!("/api/v1/runs/{id}/retry?whole=true"), None).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{again}");
     assert_ne!(again["id"], id.as_str());
+    let detail = server.wait_for_run(again["id"].as_str().unwrap(), &["succeeded", "failed"]).await;
+    assert_eq!(detail["state"], "succeeded", "{detail}\n{}", server.logs());
+    assert_eq!(detail["totals"]["records_written"], 4, "{detail}");
+    let mut ids = output_ids(&server.path("out/strict"));
+    ids.dedup();
+    assert_eq!(ids, [1, 2, 3, 4], "the first run's parts hold 1, 2 and 4; the new run's all four");
     let (status, error) = server.post(&format!("/api/v1/runs/{id}/retry?whole=maybe"), None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
     assert!(error["error"].as_str().unwrap().contains("whole"), "{error}");
@@ -345,6 +352,12 @@ async fn the_cli_client_applies_runs_lists_shows_and_watches() {
     let applied = server.haul(&["jobs", "apply", "-f", "job.toml"]);
     assert!(applied.status.success(), "{}", stderr(&applied));
     assert_eq!(stdout(&applied), "job cli created (version 1)\n");
+    let reapplied = server.haul(&["jobs", "apply", "-f", "job.toml"]);
+    assert_eq!(stdout(&reapplied), "job cli updated (version 1)\n", "the same spec again changes nothing");
+    let changed =
+        format!("{}\n# a comment changes the spec\n", std::fs::read_to_string(server.path("job.toml")).unwrap());
+    server.write("job.toml", &changed);
+    server.write("job.toml", &files_job(&server, "cli", "").replace("batch_size = 100", "batch_size = 50"));
     let reapplied = server.haul(&["jobs", "apply", "-f", "job.toml"]);
     assert_eq!(stdout(&reapplied), "job cli updated (version 2)\n");
     let applied = server.haul(&["jobs", "apply", "--file", "job.json", "--output", "json"]);

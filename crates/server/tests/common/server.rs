@@ -3,6 +3,9 @@
 //! temporary folder, and killed when the guard is dropped. Small helpers call
 //! its API with JSON and its CLI client with `--server`.
 
+// Each test binary uses its own part of these helpers.
+#![allow(dead_code)]
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -30,42 +33,18 @@ impl Server {
     /// Starts a server and waits for the line that gives its address.
     pub fn start() -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let state_dir = dir.path().join("state");
-        std::fs::create_dir_all(&state_dir).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_haul"))
-            .args(["server", "--listen", "127.0.0.1:0", "--slots", "4", "--state-dir"])
-            .arg(&state_dir)
-            .current_dir(dir.path())
-            .env_remove("RUST_LOG")
-            .env_remove("HAUL_SERVER")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let logs = Arc::new(Mutex::new(String::new()));
-        let (address_tx, address_rx) = mpsc::channel();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix(LISTENING) {
-                    let address = rest.split_whitespace().next().unwrap_or_default().to_string();
-                    let _ = address_tx.send(address);
-                }
-                sink.lock().unwrap().push_str(&format!("{line}\n"));
-            }
-        });
-        let address = match address_rx.recv_timeout(WAIT_LIMIT) {
-            Ok(address) => address,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("the server did not say where it listens:\n{}", logs.lock().unwrap());
-            }
-        };
+        let (child, address, logs) = spawn(dir.path());
         Server { child, address, dir, logs, http: reqwest::Client::new() }
     }
 
+    /// Kills the server with SIGKILL, as a crash would, and starts it again on
+    /// the same state (on a new port).
+    pub fn crash_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, address, logs) = spawn(self.dir.path());
+        (self.child, self.address, self.logs) = (child, address, logs);
+    }
     /// The test's folder: the server's working directory, for input and output files.
     pub fn path(&self, relative: &str) -> PathBuf {
         self.dir.path().join(relative)
@@ -163,6 +142,44 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts `haul server` in `dir` (state in `dir/state`) and waits for the line that gives its address.
+fn spawn(dir: &Path) -> (Child, String, Arc<Mutex<String>>) {
+    let state_dir = dir.join("state");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_haul"))
+        .args(["server", "--listen", "127.0.0.1:0", "--slots", "4", "--state-dir"])
+        .arg(&state_dir)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env_remove("HAUL_SERVER")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = Arc::new(Mutex::new(String::new()));
+    let (address_tx, address_rx) = mpsc::channel();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix(LISTENING) {
+                let address = rest.split_whitespace().next().unwrap_or_default().to_string();
+                let _ = address_tx.send(address);
+            }
+            sink.lock().unwrap().push_str(&format!("{line}\n"));
+        }
+    });
+    let address = match address_rx.recv_timeout(WAIT_LIMIT) {
+        Ok(address) => address,
+        Err(_) => {
+            let _ = child.kill();
+            panic!("the server did not say where it listens:\n{}", logs.lock().unwrap());
+        }
+    };
+    (child, address, logs)
 }
 
 async fn answer(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
