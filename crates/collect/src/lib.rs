@@ -2,6 +2,8 @@
 //! explicitly; adding a plugin touches its folder and that function only.
 
 pub mod file;
+pub mod http;
+mod object_rows;
 pub mod process;
 pub mod singer;
 pub mod sql;
@@ -28,4 +30,5 @@ pub fn register_builtin(registry: &mut PluginRegistry) {
     registry.add(process::filter::FilterPlugin);
     registry.add(process::validate::ValidatePlugin);
     registry.add(process::mask::MaskPlugin);
+    registry.add(http::HttpSourcePlugin);
 }

@@ -1,54 +1,23 @@
 //! JSON Lines records for the `file` source: one object per line, keys kept
-//! in their order. A batch's schema is the union of its records' keys in
-//! first-seen order; a key a record lacks is null, and a field whose values
-//! mix types within the batch is typed `json`.
+//! in their order. Batches are built by [`ObjectRows`]: the union of their
+//! records' keys, nulls for missing keys, `json` for mixed types.
 
-use std::borrow::Cow;
-use std::collections::HashMap;
-use std::fmt;
 use std::io::{self, BufRead, Read};
-use std::sync::Arc;
 
-use haul_collect_core::{Batch, DataType, Field, Schema, Value};
-use serde::Deserialize;
-use serde::de::{Deserializer, MapAccess, Visitor};
+use haul_collect_core::Batch;
 
 use super::read::{MAX_RECORD_BYTES, RecordFormat};
+use crate::object_rows::{ObjectRows, parse_object};
 
 /// Whether `byte` ends a JSON Lines line.
 pub(crate) fn is_line_end(byte: u8) -> bool {
     byte == b'\n'
 }
 
-/// The rows of one batch under way, with the fields seen so far.
+/// The rows of one batch under way.
 #[derive(Default)]
 pub(crate) struct JsonlFormat {
-    names: Vec<String>,
-    positions: HashMap<String, usize>,
-    /// Per field: the type of its non-null values, `Json` once they differ,
-    /// `None` while all are null.
-    types: Vec<Option<DataType>>,
-    rows: Vec<Vec<Value>>,
-}
-
-impl JsonlFormat {
-    /// The position of field `key`, the `index`th key of its record, added
-    /// when first seen. Records usually repeat the order of their keys, so
-    /// the field at `index` is tried before the lookup by name.
-    fn position_of(&mut self, index: usize, key: Cow<'_, str>) -> usize {
-        if self.names.get(index).is_some_and(|name| *name == key) {
-            return index;
-        }
-        if let Some(&position) = self.positions.get(key.as_ref()) {
-            return position;
-        }
-        let position = self.names.len();
-        let key = key.into_owned();
-        self.positions.insert(key.clone(), position);
-        self.names.push(key);
-        self.types.push(None);
-        position
-    }
+    rows: ObjectRows,
 }
 
 impl RecordFormat for JsonlFormat {
@@ -68,98 +37,12 @@ impl RecordFormat for JsonlFormat {
         if text.trim().is_empty() {
             return Ok(());
         }
-        let object = serde_json::from_str::<OrderedObject>(text).map_err(|error| match error.classify() {
-            serde_json::error::Category::Data => "not a json object".to_string(),
-            _ => format!("invalid json: {error}"),
-        })?;
-        let mut row = vec![Value::Null; self.names.len()];
-        for (index, (key, json)) in object.0.into_iter().enumerate() {
-            let value = Value::from_json(json);
-            let position = self.position_of(index, key.0);
-            if row.len() <= position {
-                row.resize(position + 1, Value::Null);
-            }
-            if let (Some(slot), Some(known)) = (row.get_mut(position), self.types.get_mut(position)) {
-                *known = DataType::merged(*known, &value);
-                *slot = value;
-            }
-        }
-        self.rows.push(row);
+        let object = parse_object(text)?;
+        self.rows.push(object);
         Ok(())
     }
 
     fn take_batch(&mut self) -> Batch {
-        let types: Vec<DataType> =
-            std::mem::take(&mut self.types).into_iter().map(|known| known.unwrap_or(DataType::String)).collect();
-        let fields = std::mem::take(&mut self.names)
-            .into_iter()
-            .zip(&types)
-            .map(|(name, &data_type)| Field::new(name, data_type));
-        let schema = Arc::new(Schema::new(fields.collect()));
-        self.positions.clear();
-        let mut rows = std::mem::take(&mut self.rows);
-        for row in &mut rows {
-            row.resize(types.len(), Value::Null);
-            for (value, &data_type) in row.iter_mut().zip(&types) {
-                if data_type == DataType::Json && !matches!(value, Value::Json(_) | Value::Null) {
-                    *value = Value::Json(value.to_json());
-                }
-            }
-        }
-        Batch::new(schema, rows)
-    }
-}
-
-/// A JSON object with its keys in document order; anything else is a data error.
-struct OrderedObject<'de>(Vec<(Key<'de>, serde_json::Value)>);
-
-impl<'de> Deserialize<'de> for OrderedObject<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ObjectVisitor;
-        impl<'de> Visitor<'de> for ObjectVisitor {
-            type Value = OrderedObject<'de>;
-
-            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
-                formatter.write_str("a json object")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OrderedObject<'de>, A::Error> {
-                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(8));
-                while let Some(entry) = map.next_entry::<Key<'de>, serde_json::Value>()? {
-                    entries.push(entry);
-                }
-                Ok(OrderedObject(entries))
-            }
-        }
-        deserializer.deserialize_map(ObjectVisitor)
-    }
-}
-
-/// An object key, borrowed from the line unless it holds escapes.
-struct Key<'de>(Cow<'de, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-
-            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
-                formatter.write_str("a string key")
-            }
-
-            fn visit_borrowed_str<E: serde::de::Error>(self, key: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(key)))
-            }
-
-            fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(key.to_string())))
-            }
-
-            fn visit_string<E: serde::de::Error>(self, key: String) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(key)))
-            }
-        }
-        deserializer.deserialize_str(KeyVisitor)
+        self.rows.take_batch()
     }
 }
