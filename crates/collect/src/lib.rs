@@ -1,6 +1,7 @@
 //! haul's built-in plugins, one folder each. [`register_builtin`] lists them
 //! explicitly; adding a plugin touches its folder and that function only.
 
+pub mod crawl;
 pub mod file;
 pub mod http;
 mod object_rows;
@@ -30,5 +31,6 @@ pub fn register_builtin(registry: &mut PluginRegistry) {
     registry.add(process::filter::FilterPlugin);
     registry.add(process::validate::ValidatePlugin);
     registry.add(process::mask::MaskPlugin);
+    registry.add(crawl::CrawlSourcePlugin);
     registry.add(http::HttpSourcePlugin);
 }
