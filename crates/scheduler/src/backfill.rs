@@ -30,16 +30,18 @@ pub enum BackfillError {
     EmptyRange { from: DateTime<Utc>, to: DateTime<Utc> },
     #[error("backfill step must be longer than zero")]
     ZeroStep,
-    #[error(
-        "backfill from {from} to {to} makes more than {limit} intervals: split the range or use a coarser step"
-    )]
+    #[error("backfill from {from} to {to} makes more than {limit} intervals: split the range or use a coarser step")]
     TooManyIntervals { from: DateTime<Utc>, to: DateTime<Utc>, limit: usize },
 }
 
 /// One interval per schedule time in `[from, to)`, from that time to the next
 /// schedule time (which may lie at or past `to`: the last run covers a whole
 /// interval). Empty when no schedule time falls in the range.
-pub fn intervals(schedule: &CronSchedule, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<Interval>, BackfillError> {
+pub fn intervals(
+    schedule: &CronSchedule,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<Interval>, BackfillError> {
     check_range(from, to)?;
     let first = schedule.next_after(from - chrono::TimeDelta::nanoseconds(1));
     let starts = std::iter::successors(first, |start| schedule.next_after(*start)).take_while(|start| *start < to);

@@ -241,8 +241,9 @@ mod tests {
 
     #[test]
     fn answers_upstream_downstream_and_order() {
-        let graph = graph(&[("report", &["orders", "customers"]), ("orders", &[]), ("customers", &[]), ("mail", &["report"])])
-            .unwrap();
+        let graph =
+            graph(&[("report", &["orders", "customers"]), ("orders", &[]), ("customers", &[]), ("mail", &["report"])])
+                .unwrap();
         assert_eq!(graph.upstream("report"), ["orders", "customers"]);
         assert!(graph.upstream("orders").is_empty());
         assert!(graph.upstream("nope").is_empty());
@@ -307,10 +308,11 @@ mod tests {
         format!("job{job}")
     }
 
-    fn build_from_bits(edges: &[Vec<bool>]) -> Result<DependencyGraph, DagError> {
-        DependencyGraph::build(edges.iter().enumerate().rev().map(|(job, row)| {
-            (name(job), row.iter().enumerate().filter(|(_, edge)| **edge).map(|(up, _)| name(up)).collect())
-        }))
+    /// The `(job, upstream jobs)` pairs of a graph given as adjacency bits.
+    fn jobs_from_bits(edges: &[Vec<bool>]) -> Vec<(String, Vec<String>)> {
+        let upstream =
+            |row: &[bool]| row.iter().enumerate().filter(|(_, edge)| **edge).map(|(up, _)| name(up)).collect();
+        edges.iter().enumerate().map(|(job, row)| (name(job), upstream(row))).collect()
     }
 
     /// Brute force: a cycle exists iff some job reaches itself through the transitive closure.
@@ -328,12 +330,9 @@ mod tests {
     }
 
     fn any_states() -> impl Strategy<Value = Vec<(String, Option<UpstreamState>)>> {
-        let state = prop::option::of(prop::sample::select(&[
-            UpstreamState::Succeeded,
-            UpstreamState::Failed,
-            UpstreamState::Active,
-            UpstreamState::Skipped,
-        ][..]));
+        let state = prop::option::of(prop::sample::select(
+            &[UpstreamState::Succeeded, UpstreamState::Failed, UpstreamState::Active, UpstreamState::Skipped][..],
+        ));
         prop::collection::vec(state, 0..6)
             .prop_map(|states| states.into_iter().enumerate().map(|(job, state)| (name(job), state)).collect())
     }
@@ -341,7 +340,8 @@ mod tests {
     proptest! {
         #[test]
         fn cycle_detection_agrees_with_reachability(edges in any_graph()) {
-            match build_from_bits(&edges) {
+            // Listed backwards: the answer does not depend on the order of the jobs.
+            match DependencyGraph::build(jobs_from_bits(&edges).into_iter().rev()) {
                 Ok(graph) => {
                     prop_assert!(!has_cycle(&edges));
                     let order = graph.topological_order();
@@ -377,11 +377,7 @@ mod tests {
         #[test]
         fn an_unknown_upstream_is_reported_before_any_cycle(edges in any_graph(), ghost_of in 0usize..9) {
             let n = edges.len();
-            let mut jobs: Vec<(String, Vec<String>)> = edges
-                .iter()
-                .enumerate()
-                .map(|(job, row)| (name(job), row.iter().enumerate().filter(|(_, edge)| **edge).map(|(up, _)| name(up)).collect()))
-                .collect();
+            let mut jobs = jobs_from_bits(&edges);
             jobs[ghost_of % n].1.push("ghost".into());
             let expected = DagError::UnknownUpstream { job: name(ghost_of % n), upstream: "ghost".into() };
             prop_assert_eq!(DependencyGraph::build(jobs).unwrap_err(), expected);

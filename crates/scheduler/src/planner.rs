@@ -84,8 +84,9 @@ impl Aging {
 /// a group: they are blocked or not together, and at most
 /// `min(free slots, pool room, job room)` of them can start, so only that
 /// many of each group are kept while reading `waiting`. Groups are then
-/// merged in rank order through a queue per pool: a job that fills up drops
-/// its group, a pool that fills up drops all of its groups at once.
+/// merged in rank order through a queue per limited pool (unlimited pools
+/// share one): a job that fills up drops its group, a pool that fills up
+/// drops all of its groups at once.
 ///
 /// Cost, for n waiting shards in g groups and s free slots: one pass over the
 /// shards, with one string comparison and one rank comparison per shard when
@@ -126,11 +127,8 @@ fn merge(mut groups: Vec<Group<'_>>, free_slots: usize, pools: &mut Rooms<'_>, j
     }
     let mut by_pool: Vec<BinaryHeap<(Turn<'_>, Reverse<usize>)>> =
         best_by_pool.into_iter().map(BinaryHeap::from).collect();
-    let mut pool_heads: BinaryHeap<(Turn<'_>, Reverse<usize>)> = by_pool
-        .iter()
-        .enumerate()
-        .filter_map(|(pool, queue)| Some((queue.peek()?.0, Reverse(pool))))
-        .collect();
+    let mut pool_heads: BinaryHeap<(Turn<'_>, Reverse<usize>)> =
+        by_pool.iter().enumerate().filter_map(|(pool, queue)| Some((queue.peek()?.0, Reverse(pool)))).collect();
 
     let mut selected = Vec::with_capacity(free_slots);
     while selected.len() < free_slots
@@ -422,7 +420,10 @@ mod tests {
         }
 
         fn fits(&self, shard: &WaitingShard) -> bool {
-            let under = |limits: &HashMap<String, usize>, running: &HashMap<String, usize>, taken: &HashMap<&str, usize>, name: &str| {
+            let under = |limits: &HashMap<String, usize>,
+                         running: &HashMap<String, usize>,
+                         taken: &HashMap<&str, usize>,
+                         name: &str| {
                 limits.get(name).is_none_or(|limit| {
                     running.get(name).copied().unwrap_or(0) + taken.get(name).copied().unwrap_or(0) < *limit
                 })
@@ -460,7 +461,9 @@ mod tests {
         prop::collection::vec(one, 0..40).prop_map(|shards| {
             shards
                 .into_iter()
-                .map(|(run, id, job, pool, priority, after)| shard(&format!("r{run}"), &format!("s{id}"), job, pool, priority, after))
+                .map(|(run, id, job, pool, priority, after)| {
+                    shard(&format!("r{run}"), &format!("s{id}"), job, pool, priority, after)
+                })
                 .collect()
         })
     }
@@ -482,9 +485,8 @@ mod tests {
     }
 
     fn any_moment() -> impl Strategy<Value = (DateTime<Utc>, Aging)> {
-        (0i64..1_200, 0u64..300).prop_map(|(now, step)| {
-            (base() + TimeDelta::seconds(now), Aging { step: Duration::from_secs(step) })
-        })
+        (0i64..1_200, 0u64..300)
+            .prop_map(|(now, step)| (base() + TimeDelta::seconds(now), Aging { step: Duration::from_secs(step) }))
     }
 
     proptest! {
@@ -578,7 +580,10 @@ mod tests {
             for &priority in arrivals.get(number).into_iter().flatten() {
                 let id = waited.len();
                 waited.push(None);
-                waiting.push((id, WaitingShard { enqueued_at: now, ..shard("run", &format!("{id:06}"), "job", "pool", priority, 0) }));
+                waiting.push((
+                    id,
+                    WaitingShard { enqueued_at: now, ..shard("run", &format!("{id:06}"), "job", "pool", priority, 0) },
+                ));
             }
             let queue: Vec<WaitingShard> = waiting.iter().map(|(_, shard)| shard.clone()).collect();
             if let Some(&index) = select(&queue, &slots(1), now, &aging).first() {

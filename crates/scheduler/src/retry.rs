@@ -90,8 +90,9 @@ mod tests {
     #[test]
     fn doubles_up_to_the_cap_then_stops() {
         let policy = policy(6, 30, 300);
-        let waits: Vec<Option<i64>> =
-            (1..=7).map(|attempt| next_attempt_at(&policy, attempt, failed_at()).map(|at| (at - failed_at()).num_seconds())).collect();
+        let waits: Vec<Option<i64>> = (1..=7)
+            .map(|attempt| next_attempt_at(&policy, attempt, failed_at()).map(|at| (at - failed_at()).num_seconds()))
+            .collect();
         assert_eq!(waits, [Some(30), Some(60), Some(120), Some(240), Some(300), Some(300), None]);
     }
 
@@ -103,7 +104,14 @@ mod tests {
     #[test]
     fn reads_a_job_file_table_with_defaults() {
         let policy: RunRetryPolicy = toml::from_str("attempts = 2\nbackoff = \"1m\"").unwrap();
-        assert_eq!(policy, RunRetryPolicy { attempts: 2, backoff: HumanDuration(Duration::from_secs(60)), ..RunRetryPolicy::default() });
+        assert_eq!(
+            policy,
+            RunRetryPolicy {
+                attempts: 2,
+                backoff: HumanDuration(Duration::from_secs(60)),
+                ..RunRetryPolicy::default()
+            }
+        );
         assert_eq!(toml::from_str::<RunRetryPolicy>("").unwrap(), RunRetryPolicy::default());
         let unknown = toml::from_str::<RunRetryPolicy>("retries = 2").unwrap_err();
         assert!(unknown.to_string().contains("unknown field `retries`"), "{unknown}");
