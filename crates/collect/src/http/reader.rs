@@ -5,8 +5,9 @@
 //! batch. With page numbers and offsets, up to `prefetch` pages are in
 //! flight at once and handed on in order; pages past the end the totals
 //! announce are never asked for, and those fetched past an empty last page
-//! are dropped. With cursors and next URLs the next page is asked for as soon
-//! as the page before it is read, while its records go down the pipeline.
+//! are left to finish and dropped unread. With cursors and next URLs the
+//! next page is asked for as soon as the page before it is read, while its
+//! records go down the pipeline.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -59,16 +60,12 @@ pub(crate) struct ShardSettings {
     pub prefetch: usize,
 }
 
-/// A page fetch running in its own task; dropping it cancels the fetch.
+/// A page fetch running in its own task. Dropping it leaves the request to
+/// finish unread rather than cutting it off: the server would go on working
+/// on it while the host's slot went to another request.
 struct PageTask {
     state: PageState,
     handle: JoinHandle<anyhow::Result<FetchedPage>>,
-}
-
-impl Drop for PageTask {
-    fn drop(&mut self) {
-        self.handle.abort();
-    }
 }
 
 pub(crate) struct HttpShardReader {
