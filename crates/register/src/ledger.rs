@@ -52,7 +52,10 @@ impl StoreLedger {
             ticks.tick().await;
             loop {
                 ticks.tick().await;
-                if let Err(error) = store.renew_lease(&lease, ttl).await {
+                let renewed = store.renew_lease(&lease, ttl).await;
+                metrics::counter!("haul_lease_renewals_total", "outcome" => if renewed.is_ok() { "renewed" } else { "failed" })
+                    .increment(1);
+                if let Err(error) = renewed {
                     tracing::warn!(shard = %lease.shard_id, error = %error, "lease renewal failed");
                     if matches!(error, crate::Error::LeaseLost { .. }) {
                         return;
@@ -137,11 +140,16 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("state.db")).await.unwrap());
         let shard = ShardSpec { id: "s0".into(), descriptor: serde_json::json!({}) };
         let plan = Plan { shards: vec![shard.clone()], next_state: None };
-        let run =
-            store
-                .create_run(NewRun { job: "j".into(), spec_hash: "h".into(), mode: Mode::Full, plan, request: Default::default() })
-                .await
-                .unwrap();
+        let run = store
+            .create_run(NewRun {
+                job: "j".into(),
+                spec_hash: "h".into(),
+                mode: Mode::Full,
+                plan,
+                request: Default::default(),
+            })
+            .await
+            .unwrap();
         (store, run.id, shard)
     }
 

@@ -266,8 +266,9 @@ async fn a_failed_run_is_retried_after_its_backoff() {
 #[tokio::test]
 async fn pause_then_resume_continues_from_the_checkpoints() {
     let f = fixture().await;
-    let settings = "batch_size = 1\ncheckpoint_interval = \"0s\"\nrate_limit = { records_per_second = 50 }";
-    f.job("paused", 40, settings).await;
+    // About four seconds of work after a first burst of 20 records.
+    let settings = "batch_size = 1\ncheckpoint_interval = \"0s\"\nrate_limit = { records_per_second = 20 }";
+    f.job("paused", 100, settings).await;
     let run = f.platform.trigger("paused", TriggerRequest::default()).await.unwrap();
     f.wait_for(&run.id, |state| state == RunState::Running).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -277,7 +278,7 @@ async fn pause_then_resume_continues_from_the_checkpoints() {
     f.platform.resume(&run.id).await.unwrap();
     let done = f.wait_for(&run.id, RunState::is_terminal).await;
     assert_eq!(done.state, RunState::Succeeded);
-    assert_eq!(output_ids(&f.path("paused-out")), (0..40).collect::<Vec<_>>(), "nothing lost or doubled");
+    assert_eq!(output_ids(&f.path("paused-out")), (0..100).collect::<Vec<_>>(), "nothing lost or doubled");
     let events = f.store.events(&run.id).await.unwrap();
     let kinds: Vec<&str> = events.iter().filter(|e| e.shard_id.is_none()).map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, ["pending", "running", "paused", "running", "succeeded"]);

@@ -330,9 +330,23 @@ async fn the_openapi_document_metrics_and_probes_answer() {
     let states = &schemas["Run"]["properties"]["state"]["enum"];
     assert_eq!(states, &json!(["pending", "running", "paused", "succeeded", "failed", "cancelled"]));
 
+    // One run, so that run, shard, record and lease series exist.
+    server.write("in/metered/a.csv", &csv(1, 3));
+    server.apply(&files_job(&server, "metered", "")).await;
+    let id = server.trigger("metered").await;
+    server.wait_for_run(&id, &["succeeded"]).await;
     let (status, metrics) = server.get_text("/metrics").await;
     assert_eq!(status, StatusCode::OK);
     assert!(metrics.lines().any(|line| line.starts_with("haul_worker_slots 4")), "{metrics}");
+    for series in [
+        "haul_runs_finished_total{job=\"metered\",state=\"succeeded\"} 1",
+        "haul_shards_finished_total{job=\"metered\",outcome=\"succeeded\"} 1",
+        "haul_records_written_total{job=\"metered\"} 3",
+        "haul_runs{state=\"running\"}",
+        "haul_shards_waiting",
+    ] {
+        assert!(metrics.lines().any(|line| line.starts_with(series)), "{series} missing from\n{metrics}");
+    }
     assert_eq!(server.get_text("/healthz").await, (StatusCode::OK, "ok".to_string()));
     assert_eq!(server.get_text("/readyz").await, (StatusCode::OK, "ready".to_string()));
 }

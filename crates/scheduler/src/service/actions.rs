@@ -193,7 +193,8 @@ impl Platform {
         settings: &JobSettings,
         request: RunRequest,
     ) -> Result<RunRecord, PlatformError> {
-        let queued = QueuedRun { job: job.name.clone(), spec_hash: job.spec_hash.clone(), mode: settings.spec.mode, request };
+        let queued =
+            QueuedRun { job: job.name.clone(), spec_hash: job.spec_hash.clone(), mode: settings.spec.mode, request };
         let (run, _) = self.inner.store.enqueue_run(queued).await?;
         self.wake();
         Ok(run)

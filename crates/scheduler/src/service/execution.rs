@@ -12,8 +12,8 @@ use haul_collect_core::assemble::{self, LoadedJob};
 use haul_collect_core::progress::RunProgress;
 use haul_collect_core::runtime::{RunSettings, execute};
 use haul_common::shutdown::CancellationToken;
-use haul_register::ledger::StoreLedger;
 use haul_register::RunRecord;
+use haul_register::ledger::StoreLedger;
 use tracing::Instrument;
 
 use super::Platform;

@@ -89,6 +89,13 @@ impl Ledger for DispatchLedger {
     async fn finish(&self, shard: &ShardSpec, outcome: &ShardOutcome, counters: &ShardCounters) -> anyhow::Result<()> {
         let finished = self.store_ledger.finish(shard, outcome, counters).await;
         self.permits().remove(&shard.id);
+        let outcome = match outcome {
+            ShardOutcome::Succeeded => "succeeded",
+            ShardOutcome::Failed(_) => "failed",
+            ShardOutcome::Released => "released",
+        };
+        metrics::counter!("haul_shards_finished_total", "job" => self.ticket.job.clone(), "outcome" => outcome)
+            .increment(1);
         finished
     }
 }

@@ -131,8 +131,14 @@ impl Platform {
         pending.sort_by_key(|run| std::cmp::Reverse(run.request.priority));
         let active = RunFilter { states: vec![RunState::Running, RunState::Paused], ..Default::default() };
         let mut active_by_job: HashMap<String, Vec<RunRecord>> = HashMap::new();
+        let mut by_state: HashMap<RunState, usize> = HashMap::from([(RunState::Pending, pending.len())]);
         for run in store.runs(&active).await? {
+            *by_state.entry(run.state).or_default() += 1;
             active_by_job.entry(run.job.clone()).or_default().push(run);
+        }
+        for state in [RunState::Pending, RunState::Running, RunState::Paused] {
+            let count = by_state.get(&state).copied().unwrap_or_default();
+            metrics::gauge!("haul_runs", "state" => state.as_str()).set(count as f64);
         }
 
         for run in pending {
