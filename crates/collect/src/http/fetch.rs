@@ -36,7 +36,7 @@ pub(crate) struct Fetcher {
 pub(crate) struct FetchedPage {
     pub records: PageRecords,
     pub facts: PageFacts,
-    /// A hash of the body, to notice an API that ignores the page parameter.
+    /// A fingerprint of the records, to notice an API that ignores the page parameter.
     pub body_hash: u64,
     pub body_bytes: u64,
     /// Why the body could not be read, when it could not (it is then one rejected record).
@@ -54,8 +54,6 @@ impl Fetcher {
         let response = self.send(&vars, &state).await?;
         let link_next =
             find_link(response.headers.get_all(LINK).iter().filter_map(|value| value.to_str().ok()), "next");
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        response.body.hash(&mut hasher);
         let captures = self.paginator.captures();
         let (records, unreadable) = match read_body(self.format, &response.body, &self.records, &captures, &position) {
             Ok(records) => (records, None),
@@ -73,19 +71,14 @@ impl Fetcher {
                 )
             }
         };
+        let body_hash = fingerprint(&records);
         let facts = PageFacts {
             records: records.count(),
             captured: records.captured.clone(),
             link_next,
             url: Some(response.url),
         };
-        Ok(FetchedPage {
-            records,
-            facts,
-            body_hash: hasher.finish(),
-            body_bytes: response.body.len() as u64,
-            unreadable,
-        })
+        Ok(FetchedPage { records, facts, body_hash, body_bytes: response.body.len() as u64, unreadable })
     }
 
     async fn send(&self, vars: &Vars, state: &PageState) -> anyhow::Result<WebResponse> {
@@ -111,6 +104,21 @@ impl Fetcher {
             return Ok(response);
         }
     }
+}
+
+/// A fingerprint of a page's records: their count and the first and last
+/// of them, enough to tell a page served again from the next one.
+fn fingerprint(records: &PageRecords) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let batch = &records.batch;
+    (batch.len(), records.rejected.len()).hash(&mut hasher);
+    for row in [batch.rows.first(), batch.rows.last()].into_iter().flatten() {
+        batch.row_to_json(row).to_string().hash(&mut hasher);
+    }
+    if let Some(rejected) = records.rejected.first() {
+        rejected.record.to_string().hash(&mut hasher);
+    }
+    hasher.finish()
 }
 
 /// The start of a body as text, for dead letters.

@@ -32,7 +32,7 @@ pub(crate) fn parse_links(value: &str) -> Vec<Link> {
             rest = rest.trim_start();
             let Some(after) = rest.strip_prefix(';') else { break };
             let after = after.trim_start();
-            let name_end = after.find(|c: char| c == '=' || c == ';' || c == ',').unwrap_or(after.len());
+            let name_end = after.find(['=', ';', ',']).unwrap_or(after.len());
             let name = after[..name_end].trim().to_ascii_lowercase();
             rest = &after[name_end..];
             let mut parameter_value = String::new();

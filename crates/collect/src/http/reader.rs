@@ -223,7 +223,8 @@ impl HttpShardReader {
         let mut rows = rows.into_iter().skip(skip_records).peekable();
         let pages_before = self.position.pages;
         let mut delivered = skip_records;
-        let mut bytes = Some(page.body_bytes);
+        // The body's bytes count once, with the page's first batch.
+        let mut bytes = page.body_bytes;
         loop {
             let chunk: Vec<_> = rows.by_ref().take(self.settings.batch_size.max(1)).collect();
             let done = rows.peek().is_none();
@@ -249,7 +250,7 @@ impl HttpShardReader {
                     batch,
                     rejected: std::mem::take(&mut rejected),
                     checkpoint,
-                    bytes_read: bytes.take(),
+                    bytes_read: Some(std::mem::take(&mut bytes)),
                 });
             }
             if done {

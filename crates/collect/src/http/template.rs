@@ -79,9 +79,9 @@ impl Template {
             } else if let Some(after) = tail.strip_prefix("}}") {
                 literal.push('}');
                 rest = after;
-            } else if tail.starts_with("$${") {
+            } else if let Some(after) = tail.strip_prefix("$${") {
                 literal.push_str("$${");
-                rest = &tail[3..];
+                rest = after;
             } else if tail.starts_with("${") {
                 // An environment reference stays in the text, whole.
                 let end = tail.find('}').context("unterminated `${env:` reference")?;
@@ -117,7 +117,7 @@ impl Template {
 
     /// Whether the template uses `var`.
     pub(crate) fn uses(&self, var: Var) -> bool {
-        self.parts.iter().any(|part| *part == Part::Var(var))
+        self.parts.contains(&Part::Var(var))
     }
 
     /// Substitutes `${env:NAME}` references.
