@@ -156,7 +156,7 @@ impl Plugin for HttpSourcePlugin {
                 option("partitions", "array", Some("[]"), "one shard per value, sent as {partition}"),
                 option(
                     "range_step",
-                    "string or integer",
+                    "string/int",
                     Some("\"1d\", or a quarter of the range per slot for numbers"),
                     "range mode: the width of one shard's window",
                 ),
