@@ -36,10 +36,9 @@ impl Batch {
         self.rows.iter().flat_map(|row| row.iter()).map(|v| v.approximate_size() as u64).sum()
     }
 
-    /// One row as a JSON object, field order kept.
+    /// One row as a JSON object, field order kept (see [`Schema::row_to_json`]).
     pub fn row_to_json(&self, row: &[Value]) -> serde_json::Value {
-        let map = self.schema.names().zip(row).map(|(name, value)| (name.to_string(), value.to_json())).collect();
-        serde_json::Value::Object(map)
+        self.schema.row_to_json(row)
     }
 }
 

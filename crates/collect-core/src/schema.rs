@@ -64,4 +64,10 @@ impl Schema {
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.fields.iter().map(|field| field.name.as_str())
     }
+
+    /// A row of this schema as a JSON object, field order kept.
+    pub fn row_to_json(&self, row: &[crate::Value]) -> serde_json::Value {
+        let map = self.names().zip(row).map(|(name, value)| (name.to_string(), value.to_json())).collect();
+        serde_json::Value::Object(map)
+    }
 }

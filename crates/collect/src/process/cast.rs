@@ -162,7 +162,6 @@ impl Processor for Cast {
         let output = Schema::new(fields);
         let output = if output == *batch.schema { Arc::clone(&batch.schema) } else { Arc::new(output) };
         let key = self.key.as_deref().and_then(|key| batch.schema.index_of(key));
-        let input_view = Batch::empty(Arc::clone(&batch.schema));
         let mut kept = Vec::with_capacity(batch.rows.len());
         let mut rejected = Vec::new();
         let mut originals: Vec<(usize, Value)> = Vec::new();
@@ -184,7 +183,7 @@ impl Processor for Cast {
                     rejected.push(Rejected {
                         reason,
                         position: key.and_then(|key| row[key].to_text()).unwrap_or_default(),
-                        record: input_view.row_to_json(&row),
+                        record: batch.schema.row_to_json(&row),
                         stage: "cast".to_string(),
                     });
                     continue 'rows;

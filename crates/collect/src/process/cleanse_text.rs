@@ -20,7 +20,9 @@ pub fn trim(text: &mut String) {
     let end = text.trim_end().len();
     text.truncate(end);
     let start = text.len() - text.trim_start().len();
-    text.drain(..start);
+    if start > 0 {
+        text.drain(..start);
+    }
 }
 
 /// Replaces each run of Unicode whitespace by one ASCII space.
@@ -44,7 +46,13 @@ pub fn collapse_whitespace(text: &mut String) {
     *text = collapsed;
 }
 
+/// Whether `text` has whitespace other than single spaces.
 fn needs_collapsing(text: &str) -> bool {
+    if text.is_ascii() {
+        // Without an early exit, so that the loop runs on whole vectors.
+        let controls = text.bytes().fold(false, |found, byte| found | (b'\t'..=b'\r').contains(&byte));
+        return controls || text.contains("  ");
+    }
     let mut after_whitespace = false;
     for c in text.chars() {
         if c.is_whitespace() {
@@ -91,6 +99,8 @@ fn title_case(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn apply(text: &str, step: impl Fn(&mut String)) -> String {
@@ -113,6 +123,8 @@ mod tests {
         assert_eq!(apply("a\u{3000}b", collapse_whitespace), "a b");
         assert_eq!(apply("  a  ", collapse_whitespace), " a ");
         assert_eq!(apply("a b", collapse_whitespace), "a b");
+        assert_eq!(apply("a\x0bb c\r", collapse_whitespace), "a b c ");
+        assert_eq!(apply("a \u{85}b", collapse_whitespace), "a b");
     }
 
     #[test]
@@ -123,5 +135,15 @@ mod tests {
         assert_eq!(apply("σοφία παπαδοπούλου", |t| change_case(t, Case::Title)), "Σοφία Παπαδοπούλου");
         assert_eq!(apply("o'neil (dublin) 3RD", |t| change_case(t, Case::Title)), "O'neil (Dublin) 3rd");
         assert_eq!(apply("ǆemal", |t| change_case(t, Case::Title)), "Ǆemal");
+    }
+
+    proptest! {
+        #[test]
+        fn collapsed_text_has_single_spaces_only(text in "[ a\t\n\x0b\x0c\r]{0,12}") {
+            let collapsed = apply(&text, collapse_whitespace);
+            prop_assert!(!collapsed.contains("  ") && !collapsed.contains(|c: char| c.is_whitespace() && c != ' '));
+            let letters = |text: &str| text.chars().filter(|c| !c.is_whitespace()).collect::<String>();
+            prop_assert_eq!(letters(&collapsed), letters(&text));
+        }
     }
 }

@@ -5,22 +5,21 @@
 //! the reason. The records passed on are the input records, unchanged, in the
 //! batch's own schema.
 //!
-//! Only the fields the condition reads are converted to VRL, unless it reads
-//! the whole record (`.` itself, or `get`), so a narrow condition on a wide
-//! record stays cheap.
+//! Only the fields the condition reads are converted to VRL, unless it uses
+//! the whole record (`.` itself, `get`, `unnest`), so a narrow condition on a
+//! wide record stays cheap.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use haul_collect_core::plugin::Processed;
 use haul_collect_core::registry::{OptionError, OptionInfo, Plugin, PluginInfo, Role};
-use haul_collect_core::{Batch, Processor, Rejected, Schema};
+use haul_collect_core::{Batch, Processor, Rejected};
 use serde::Deserialize;
-use vrl::path::{OwnedSegment, PathPrefix};
 use vrl::value::Value as VrlValue;
 
 use super::remap::default_timezone;
-use super::vrl_bridge::{CompiledProgram, kind_name, record_to_vrl, run_blocking};
+use super::vrl_bridge::{Access, CompiledProgram, kind_name, run_blocking};
 
 const STAGE: &str = "filter";
 
@@ -97,44 +96,23 @@ struct Filter {
 
 impl Filter {
     fn process(&self, batch: Batch) -> Processed {
-        let read = self.fields_read(&batch.schema);
+        let Batch { schema, mut rows } = batch;
+        let mut slots = self.condition.given_fields(&schema, Access::Read);
         let mut runner = self.condition.runner();
         let mut rejected = Vec::new();
-        let Batch { schema, rows } = batch;
-        let shape = Batch::empty(schema);
-        let kept = rows
-            .into_iter()
-            .filter(|row| {
-                let reason = match runner.run(record_to_vrl(&shape.schema, row, |index| read[index])) {
-                    Ok(output) => match output.result {
-                        VrlValue::Boolean(keep) => return keep,
-                        other => format!("the condition returned {}, expected a boolean", kind_name(&other)),
-                    },
-                    Err(reason) => reason,
-                };
-                let record = shape.row_to_json(row);
-                rejected.push(Rejected { reason, position: String::new(), record, stage: STAGE.to_string() });
-                false
-            })
-            .collect();
-        Processed { batch: Batch::new(shape.schema, kept), rejected, dropped: 0 }
-    }
-
-    /// For each field of `schema`, whether the condition may read it.
-    fn fields_read(&self, schema: &Schema) -> Vec<bool> {
-        let queries = &self.condition.program().info().target_queries;
-        let event_queries = queries.iter().filter(|query| query.prefix == PathPrefix::Event);
-        let mut read = vec![false; schema.fields.len()];
-        for query in event_queries {
-            match query.path.segments.first() {
-                Some(OwnedSegment::Field(name)) => {
-                    if let Some(index) = schema.index_of(name.as_str()) {
-                        read[index] = true;
-                    }
-                }
-                _ => return vec![true; schema.fields.len()],
-            }
-        }
-        read
+        rows.retain(|row| {
+            slots.load(row);
+            let reason = match runner.run(&mut slots) {
+                Ok(output) => match output.result {
+                    VrlValue::Boolean(keep) => return keep,
+                    other => format!("the condition returned {}, expected a boolean", kind_name(&other)),
+                },
+                Err(reason) => reason,
+            };
+            let record = schema.row_to_json(row);
+            rejected.push(Rejected { reason, position: String::new(), record, stage: STAGE.to_string() });
+            false
+        });
+        Processed { batch: Batch::new(schema, rows), rejected, dropped: 0 }
     }
 }

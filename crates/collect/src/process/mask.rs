@@ -27,6 +27,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use async_trait::async_trait;
 use haul_collect_core::registry::{OptionError, OptionInfo, Plugin, PluginInfo, Role};
+use haul_collect_core::value::write_hex;
 use haul_collect_core::{Batch, DataType, Field, Processed, Processor, Schema, Value};
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
@@ -167,9 +168,16 @@ impl Masking {
     fn mask_into(&self, method: MaskMethod, text: &str, out: &mut String) {
         match method {
             MaskMethod::Full | MaskMethod::Null => out.extend(std::iter::repeat_n(self.mask_char, 4)),
-            MaskMethod::Partial => self.partial_into(text, out),
-            MaskMethod::Hash => self.hmac_hex_into(text, out, false),
+            MaskMethod::Partial => {
+                out.reserve(text.len());
+                self.partial_into(text, out);
+            }
+            MaskMethod::Hash => {
+                out.reserve(64);
+                self.hmac_hex_into(text, out, false);
+            }
             MaskMethod::Token => {
+                out.reserve(20);
                 out.push_str("tok_");
                 self.hmac_hex_into(text, out, true);
             }
@@ -182,9 +190,10 @@ impl Masking {
             out.extend(std::iter::repeat_n(self.mask_char, length));
             return;
         }
-        for (i, c) in text.chars().enumerate() {
-            out.push(if i < self.keep_first || i >= length - self.keep_last { c } else { self.mask_char });
-        }
+        let byte_at = |char_index: usize| text.char_indices().nth(char_index).map_or(text.len(), |(at, _)| at);
+        out.push_str(&text[..byte_at(self.keep_first)]);
+        out.extend(std::iter::repeat_n(self.mask_char, length - self.keep_first - self.keep_last));
+        out.push_str(&text[byte_at(length - self.keep_last)..]);
     }
 
     fn hmac_hex_into(&self, text: &str, out: &mut String, token: bool) {
@@ -192,10 +201,7 @@ impl Masking {
         let mac = if token { &keys.token } else { &keys.hash };
         let digest = mac.clone().chain_update(text.as_bytes()).finalize().into_bytes();
         let digest = if token { &digest[..8] } else { &digest[..] };
-        for byte in digest {
-            out.push(char::from(HEX[usize::from(byte >> 4)]));
-            out.push(char::from(HEX[usize::from(byte & 0x0f)]));
-        }
+        write_hex(digest, |digits| out.push_str(digits));
     }
 
     /// A whole value masked: text for every method but `null`.
@@ -227,8 +233,6 @@ impl Masking {
         Some(out)
     }
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// The masked columns of one schema and the schema of the masked batch.
 struct MaskPlan {

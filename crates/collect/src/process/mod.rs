@@ -12,6 +12,7 @@ pub mod detect;
 pub mod filter;
 pub mod mask;
 pub mod remap;
+mod remap_output;
 pub mod rename;
 pub mod select;
 #[cfg(test)]
@@ -19,3 +20,4 @@ mod test_table;
 pub mod validate;
 mod validate_rules;
 mod vrl_bridge;
+mod vrl_record;

@@ -9,24 +9,28 @@
 //! is inferred from its values; values of mixed types make it `json`; a field
 //! that is null throughout keeps its input type, or is `string` when new.
 //!
+//! The program is given only the fields it reads or writes; the others pass
+//! from the input record to the output record without a trip through VRL
+//! (see [`super::remap_output`]), which keeps a short program on a wide
+//! record cheap.
+//!
 //! A runtime error (a failing `f!(...)` call, `abort`, or a program that
 //! leaves `.` something other than an object) rejects the record with the
 //! reason, or drops it, or fails the shard, as `drop_on_error` and `on_error`
 //! say; errors the program handles itself (`f(...) ?? default`,
 //! `value, err = f(...)`) are no errors.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use anyhow::bail;
 use async_trait::async_trait;
 use haul_collect_core::plugin::Processed;
 use haul_collect_core::registry::{OptionError, OptionInfo, Plugin, PluginInfo, Role};
-use haul_collect_core::{Batch, DataType, Field, Processor, Rejected, Schema, Value};
+use haul_collect_core::{Batch, Processor, Rejected};
 use serde::Deserialize;
-use vrl::value::{ObjectMap, Value as VrlValue};
 
-use super::vrl_bridge::{CompiledProgram, kind_name, record_to_vrl, run_blocking, vrl_to_value};
+use super::remap_output::RemapOutput;
+use super::vrl_bridge::{Access, CompiledProgram, ProgramOutput, run_blocking};
 
 const STAGE: &str = "remap";
 
@@ -148,98 +152,35 @@ struct Remap {
 
 impl Remap {
     fn process(&self, batch: Batch) -> anyhow::Result<Processed> {
+        let Batch { schema, rows } = batch;
+        let mut slots = self.program.given_fields(&schema, Access::ReadWrite);
         let mut runner = self.program.runner();
-        let mut outputs = Vec::with_capacity(batch.len());
+        let mut output = RemapOutput::new(Arc::clone(&schema), &slots, rows.len());
         let mut rejected = Vec::new();
         let mut dropped = 0;
-        for row in &batch.rows {
-            let reason = match runner.run(record_to_vrl(&batch.schema, row, |_| true)) {
-                Ok(output) => match output.record {
-                    VrlValue::Object(object) => {
-                        outputs.push(object);
-                        continue;
-                    }
-                    other => format!("the program left `.` as {}, expected an object", kind_name(&other)),
-                },
+        for row in rows {
+            slots.load(&row);
+            let reason = match runner.run(&mut slots) {
+                Ok(ProgramOutput { not_an_object: None, .. }) => {
+                    output.push(row, &mut slots);
+                    continue;
+                }
+                Ok(ProgramOutput { not_an_object: Some(kind), .. }) => {
+                    format!("the program left `.` as {kind}, expected an object")
+                }
                 Err(reason) => reason,
             };
             match self.policy {
                 ErrorPolicy::DeadLetter => rejected.push(Rejected {
                     reason,
                     position: String::new(),
-                    record: batch.row_to_json(row),
+                    record: schema.row_to_json(&row),
                     stage: STAGE.to_string(),
                 }),
                 ErrorPolicy::Drop => dropped += 1,
                 ErrorPolicy::Fail => bail!("remap failed on a record: {reason}"),
             }
         }
-        let batch = if outputs.is_empty() { Batch::empty(batch.schema) } else { union_batch(&batch.schema, outputs) };
-        Ok(Processed { batch, rejected, dropped })
+        Ok(Processed { batch: output.finish(), rejected, dropped })
     }
-}
-
-/// The output records as one batch whose schema is the union of their fields.
-fn union_batch(input: &Schema, outputs: Vec<ObjectMap>) -> Batch {
-    let names = output_field_names(input, &outputs);
-    let column_of: HashMap<&str, usize> =
-        names.iter().enumerate().map(|(index, name)| (name.as_str(), index)).collect();
-    let mut types = vec![None; names.len()];
-    let mut nulls = vec![false; names.len()];
-    let mut rows = Vec::with_capacity(outputs.len());
-    for object in outputs {
-        let mut row = vec![Value::Null; names.len()];
-        for (key, value) in object {
-            let index = column_of[key.as_str()];
-            let value = vrl_to_value(value);
-            types[index] = DataType::merged(types[index], &value);
-            row[index] = value;
-        }
-        for (index, value) in row.iter().enumerate() {
-            nulls[index] |= value.is_null();
-        }
-        rows.push(row);
-    }
-    for (index, _) in types.iter().enumerate().filter(|(_, column)| **column == Some(DataType::Json)) {
-        for row in &mut rows {
-            if !matches!(row[index], Value::Null | Value::Json(_)) {
-                row[index] = Value::Json(row[index].to_json());
-            }
-        }
-    }
-    let fields = names
-        .into_iter()
-        .zip(types)
-        .zip(nulls)
-        .map(|((name, column), has_null)| {
-            let known = input.index_of(&name).map(|index| &input.fields[index]);
-            let data_type = match column {
-                Some(data_type) => data_type,
-                None => known.map_or(DataType::String, |field| field.data_type),
-            };
-            let nullable = known.is_none_or(|field| field.nullable) || has_null;
-            Field { name, data_type, nullable }
-        })
-        .collect();
-    Batch::new(Arc::new(Schema::new(fields)), rows)
-}
-
-/// The input fields still present in some output, in input order, then the
-/// new fields in the order first seen.
-fn output_field_names(input: &Schema, outputs: &[ObjectMap]) -> Vec<String> {
-    let input_index: HashMap<&str, usize> = input.names().enumerate().map(|(index, name)| (name, index)).collect();
-    let mut kept = vec![false; input.fields.len()];
-    let mut added: Vec<String> = Vec::new();
-    let mut added_names: HashSet<&str> = HashSet::new();
-    for key in outputs.iter().flat_map(|object| object.keys()) {
-        match input_index.get(key.as_str()) {
-            Some(&index) => kept[index] = true,
-            None => {
-                if added_names.insert(key.as_str()) {
-                    added.push(key.to_string());
-                }
-            }
-        }
-    }
-    input.names().zip(kept).filter(|(_, kept)| *kept).map(|(name, _)| name.to_string()).chain(added).collect()
 }

@@ -206,18 +206,18 @@ impl Processor for RecordValidator {
         let columns: Vec<Option<usize>> = self.rules.iter().map(|rule| schema.index_of(&rule.field)).collect();
         let key_column = self.key.as_deref().and_then(|key| schema.index_of(key));
         let has_unique = self.unique.iter().any(Option::is_some);
-        let template = Batch::empty(Arc::clone(&schema));
         let mut passed = Vec::with_capacity(rows.len());
         let mut rejected = Vec::new();
         let mut dropped = 0;
         let mut reason = Reason::default();
+        let mut scratch = String::new();
         for row in rows {
             reason.clear();
             for (rule, column) in self.rules.iter().zip(&columns) {
-                rule.check(column.map(|c| &row[c]), &mut reason);
+                rule.check(column.map(|c| &row[c]), &mut scratch, &mut reason);
             }
             if let Some(validator) = &self.schema {
-                let record = template.row_to_json(&row);
+                let record = schema.row_to_json(&row);
                 for error in validator.iter_errors(&record) {
                     let path = error.instance_path().to_string();
                     reason.add(if path.is_empty() { "record" } else { &path }, format_args!("{error}"));
@@ -237,7 +237,7 @@ impl Processor for RecordValidator {
                 OnInvalid::DeadLetter => rejected.push(Rejected {
                     reason: reason.as_str().to_string(),
                     position,
-                    record: template.row_to_json(&row),
+                    record: schema.row_to_json(&row),
                     stage: "validate".to_string(),
                 }),
                 OnInvalid::Fail => {

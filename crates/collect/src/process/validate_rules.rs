@@ -154,8 +154,10 @@ impl Rule {
         })
     }
 
-    /// Appends what is wrong with `value` (`None`: the field is absent) to `reason`.
-    pub fn check(&self, value: Option<&Value>, reason: &mut Reason) {
+    /// Appends what is wrong with `value` (`None`: the field is absent) to
+    /// `reason`; `scratch` holds the text of a value that is not text, so
+    /// that one buffer serves every record.
+    pub fn check(&self, value: Option<&Value>, scratch: &mut String, reason: &mut Reason) {
         let value = match value {
             Some(value) if !value.is_null() => value,
             _ => {
@@ -176,14 +178,7 @@ impl Rule {
         if self.regex.is_none() && self.allowed.is_none() && self.min_length.is_none() && self.max_length.is_none() {
             return;
         }
-        let owned;
-        let text = match value {
-            Value::String(text) | Value::Decimal(text) => text.as_str(),
-            other => {
-                owned = other.to_text().unwrap_or_default();
-                owned.as_str()
-            }
-        };
+        let text = value.text(scratch).unwrap_or_default();
         if let Some(regex) = &self.regex
             && !regex.is_match(text)
         {
@@ -383,7 +378,7 @@ mod tests {
 
     fn reason(rule: &Rule, value: Option<Value>) -> String {
         let mut reason = Reason::default();
-        rule.check(value.as_ref(), &mut reason);
+        rule.check(value.as_ref(), &mut String::new(), &mut reason);
         reason.as_str().to_string()
     }
 

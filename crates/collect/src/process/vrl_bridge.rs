@@ -12,15 +12,24 @@
 //! becomes the text `NaN`, which VRL floats cannot hold. Out of VRL, timestamps
 //! become UTC timestamps, UTF-8 bytes become strings, and objects and arrays
 //! become nested JSON (with timestamps inside them as RFC 3339 text).
+//!
+//! A program is given only the fields it uses (see [`CompiledProgram::given_fields`]
+//! and [`super::vrl_record`]): the others cannot make a difference to it, so
+//! they are not converted; a processor that passes them on maps them with
+//! [`as_through_vrl`], which gives what the round trip would without making it.
 
 use anyhow::Context as _;
+use chrono::NaiveDate;
 use haul_collect_core::registry::OptionError;
 use haul_collect_core::{Schema, Value};
 use vrl::compiler::runtime::Runtime;
 use vrl::compiler::{Program, TargetValue, TimeZone};
 use vrl::diagnostic::Formatter;
+use vrl::path::{OwnedSegment, PathPrefix};
 use vrl::prelude::{Bytes, NotNan};
 use vrl::value::{KeyString, ObjectMap, Secrets, Value as VrlValue};
+
+use super::vrl_record::{RecordSlots, SlotTarget};
 
 /// A compiled VRL program with the time zone it reads naive times in. One
 /// instance serves every shard; each call brings its own [`ProgramRunner`].
@@ -28,6 +37,8 @@ use vrl::value::{KeyString, ObjectMap, Secrets, Value as VrlValue};
 pub struct CompiledProgram {
     program: Program,
     timezone: TimeZone,
+    /// Whether the program uses the record as a whole, not only named fields.
+    uses_whole_record: bool,
 }
 
 impl CompiledProgram {
@@ -48,12 +59,42 @@ impl CompiledProgram {
             let rendered = Formatter::new(source, compiled.warnings).to_string();
             tracing::warn!(option, warnings = %rendered.trim(), "the VRL program compiled with warnings");
         }
-        Ok(CompiledProgram { program: compiled.program, timezone })
+        let info = compiled.program.info();
+        // `get` shows as a query of `.`; `unnest(.field)` reads `.` too but
+        // shows only its field, hence the look at the source (a false alarm
+        // costs speed, not correctness).
+        let uses_whole_record = info.target_queries.iter().chain(&info.target_assignments).any(|path| {
+            path.prefix == PathPrefix::Event && !matches!(path.path.segments.first(), Some(OwnedSegment::Field(_)))
+        }) || source.contains("unnest");
+        Ok(CompiledProgram { program: compiled.program, timezone, uses_whole_record })
     }
 
     /// The compiled program, for checks on its type.
     pub fn program(&self) -> &Program {
         &self.program
+    }
+
+    /// Slots for the fields of `schema` the program is given: those it may
+    /// use as `access` says, read (a query, `exists`, `del`) or also write;
+    /// every field when it uses the record as a whole (`.`, `get`, an index
+    /// on `.`, `unnest`).
+    pub fn given_fields(&self, schema: &Schema, access: Access) -> RecordSlots {
+        let mut given = vec![self.uses_whole_record; schema.fields.len()];
+        if !self.uses_whole_record {
+            let info = self.program.info();
+            let writes = match access {
+                Access::Read => &[][..],
+                Access::ReadWrite => &info.target_assignments[..],
+            };
+            for path in info.target_queries.iter().chain(writes).filter(|path| path.prefix == PathPrefix::Event) {
+                if let Some(OwnedSegment::Field(name)) = path.path.segments.first()
+                    && let Some(index) = schema.index_of(name.as_str())
+                {
+                    given[index] = true;
+                }
+            }
+        }
+        RecordSlots::new(schema, &given, self.uses_whole_record)
     }
 
     /// A runner for one batch: VRL keeps the program's local variables in it.
@@ -62,46 +103,59 @@ impl CompiledProgram {
     }
 }
 
+/// How a program may use a record's fields, for [`CompiledProgram::given_fields`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The program's result is all that counts: the fields it reads.
+    Read,
+    /// The record the program leaves counts too: the fields it reads or writes.
+    ReadWrite,
+}
+
 /// Runs a compiled program against records one after the other.
 pub struct ProgramRunner<'a> {
     compiled: &'a CompiledProgram,
     runtime: Runtime,
 }
 
-/// What one run of a program made of a record.
+/// What one run of a program made of a record, besides the record it left in
+/// the slots.
 pub struct ProgramOutput {
     /// The value of the program's last expression.
     pub result: VrlValue,
-    /// The record `.` as the program left it.
-    pub record: VrlValue,
+    /// What the program left `.` as when not an object (a program can only
+    /// by assigning `.` itself); the slots are then empty.
+    pub not_an_object: Option<&'static str>,
 }
 
 impl ProgramRunner<'_> {
-    /// Runs the program with `record` as `.`; an error is the reason to reject
-    /// the record: VRL's runtime error message, or `aborted`.
-    pub fn run(&mut self, record: VrlValue) -> Result<ProgramOutput, String> {
-        let mut target =
-            TargetValue { value: record, metadata: VrlValue::Object(ObjectMap::new()), secrets: Secrets::default() };
-        let outcome = self.runtime.resolve(&mut target, &self.compiled.program, &self.compiled.timezone);
-        self.runtime.clear();
-        match outcome {
-            Ok(result) => Ok(ProgramOutput { result, record: target.value }),
-            Err(error) => Err(error.to_string()),
+    /// Runs the program on the record loaded in `slots`, which then hold the
+    /// record the program left; an error is the reason to reject the record:
+    /// VRL's runtime error message, or `aborted`.
+    pub fn run(&mut self, slots: &mut RecordSlots) -> Result<ProgramOutput, String> {
+        let (program, timezone) = (&self.compiled.program, &self.compiled.timezone);
+        if !slots.whole() {
+            let outcome = self.runtime.resolve(&mut SlotTarget::new(slots), program, timezone);
+            self.runtime.clear();
+            return outcome.map(|result| ProgramOutput { result, not_an_object: None }).map_err(|e| e.to_string());
         }
+        let mut target = TargetValue {
+            value: slots.take_object(),
+            metadata: VrlValue::Object(ObjectMap::new()),
+            secrets: Secrets::default(),
+        };
+        let outcome = self.runtime.resolve(&mut target, program, timezone);
+        self.runtime.clear();
+        let result = outcome.map_err(|error| error.to_string())?;
+        let not_an_object = match target.value {
+            VrlValue::Object(object) => {
+                slots.read_object(object);
+                None
+            }
+            other => Some(kind_name(&other)),
+        };
+        Ok(ProgramOutput { result, not_an_object })
     }
-}
-
-/// A record as a VRL object. `wanted` selects the fields to convert by their
-/// position in the schema; the others are left out.
-pub fn record_to_vrl(schema: &Schema, row: &[Value], wanted: impl Fn(usize) -> bool) -> VrlValue {
-    let object = schema
-        .names()
-        .zip(row)
-        .enumerate()
-        .filter(|(index, _)| wanted(*index))
-        .map(|(_, (name, value))| (KeyString::from(name), value_to_vrl(value)))
-        .collect();
-    VrlValue::Object(object)
 }
 
 /// One haul value as a VRL value (see the module documentation for the mapping).
@@ -114,7 +168,7 @@ pub fn value_to_vrl(value: &Value) -> VrlValue {
         Value::Decimal(text) => decimal_to_vrl(text),
         Value::String(text) => VrlValue::from(text.as_str()),
         Value::Bytes(bytes) => VrlValue::Bytes(Bytes::copy_from_slice(bytes)),
-        Value::Date(date) => VrlValue::from(date.format("%Y-%m-%d").to_string()),
+        Value::Date(date) => VrlValue::from(date_text(*date)),
         Value::Timestamp(naive) => VrlValue::Timestamp(naive.and_utc()),
         Value::TimestampTz(instant) => VrlValue::Timestamp(*instant),
         Value::Json(json) => json_to_vrl(json),
@@ -128,12 +182,33 @@ fn float_to_vrl(float: f64) -> VrlValue {
     }
 }
 
+fn date_text(date: NaiveDate) -> String {
+    date.format("%Y-%m-%d").to_string()
+}
+
 /// A decimal as a float when the float prints back as the same number, else as text.
 fn decimal_to_vrl(text: &str) -> VrlValue {
-    match text.parse::<f64>() {
-        Ok(float) if float.is_finite() && same_decimal(&float.to_string(), text) => float_to_vrl(float),
-        _ => VrlValue::from(text),
+    match exact_float(text) {
+        Some(float) => float_to_vrl(float),
+        None => VrlValue::from(text),
     }
+}
+
+/// The float a decimal text denotes exactly, if any. A plain decimal of at
+/// most 15 significant digits in the range of normal floats always does (any
+/// such decimal reads and prints back unchanged: `f64::DIGITS`); longer ones
+/// are printed back to be compared.
+fn exact_float(text: &str) -> Option<f64> {
+    let (_, whole, fraction) = canonical_decimal(text)?;
+    let significant = match whole.is_empty() {
+        true => fraction.trim_start_matches('0').len(),
+        false => whole.len() + fraction.len(),
+    };
+    let leading_zeros = fraction.len() - fraction.trim_start_matches('0').len();
+    if significant <= f64::DIGITS as usize && whole.len() < 300 && leading_zeros < 300 {
+        return text.parse().ok();
+    }
+    text.parse::<f64>().ok().filter(|float| float.is_finite() && same_decimal(&float.to_string(), text))
 }
 
 /// Whether two plain decimal texts denote the same number (`1.50` and `1.5`, `-0` and `0`).
@@ -169,6 +244,29 @@ fn json_to_vrl(json: &serde_json::Value) -> VrlValue {
         serde_json::Value::Object(map) => VrlValue::Object(
             map.iter().map(|(key, value)| (KeyString::from(key.as_str()), json_to_vrl(value))).collect(),
         ),
+    }
+}
+
+/// The value a field the program was not given leaves VRL as: the same as
+/// `vrl_to_value(value_to_vrl(&value))`, moved rather than copied where the
+/// trip would change nothing.
+pub fn as_through_vrl(value: Value) -> Value {
+    match value {
+        Value::Float(float) if float.is_nan() => Value::String("NaN".to_string()),
+        Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_) | Value::String(_) | Value::TimestampTz(_) => {
+            value
+        }
+        Value::Decimal(text) => match exact_float(&text) {
+            Some(float) => Value::Float(float),
+            None => Value::String(text),
+        },
+        Value::Bytes(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => Value::String(text),
+            Err(error) => Value::Bytes(error.into_bytes()),
+        },
+        Value::Date(date) => Value::String(date_text(date)),
+        Value::Timestamp(naive) => Value::TimestampTz(naive.and_utc()),
+        Value::Json(json) => vrl_to_value(json_to_vrl(&json)),
     }
 }
 
@@ -229,6 +327,9 @@ pub async fn run_blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + '
 
 #[cfg(test)]
 mod tests {
+    use chrono::DateTime;
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -256,5 +357,59 @@ mod tests {
         }
         assert_eq!(vrl_to_value(value_to_vrl(&Value::Bytes(vec![0xff, 0]))), Value::Bytes(vec![0xff, 0]));
         assert_eq!(vrl_to_value(value_to_vrl(&Value::Float(f64::NAN))), Value::String("NaN".into()));
+    }
+
+    fn any_value() -> impl Strategy<Value = Value> {
+        let json = prop_oneof![
+            Just(serde_json::json!(null)),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<u64>().prop_map(serde_json::Value::from),
+            (-1e9f64..1e9).prop_map(serde_json::Value::from),
+            "\\PC{0,8}".prop_map(serde_json::Value::from),
+        ]
+        .prop_recursive(2, 8, 3, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(serde_json::Value::from),
+                prop::collection::btree_map("[a-z]{1,3}", inner, 0..3)
+                    .prop_map(|map| serde_json::Value::Object(map.into_iter().collect())),
+            ]
+        });
+        let seconds = -62_000_000_000i64..250_000_000_000;
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Int),
+            any::<f64>().prop_map(Value::Float),
+            "-?[0-9]{0,20}(\\.[0-9]{0,20})?|1e3|\\PC{0,4}".prop_map(Value::Decimal),
+            "\\PC{0,12}".prop_map(Value::String),
+            prop::collection::vec(any::<u8>(), 0..12).prop_map(Value::Bytes),
+            (-100_000i32..100_000)
+                .prop_map(|day| Value::Date(NaiveDate::from_num_days_from_ce_opt(day.abs() + 1).unwrap())),
+            seconds.clone().prop_map(|s| Value::Timestamp(DateTime::from_timestamp(s, 0).unwrap().naive_utc())),
+            seconds.prop_map(|s| Value::TimestampTz(DateTime::from_timestamp(s, 7).unwrap())),
+            json.prop_map(Value::Json),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn exact_floats_are_those_that_print_back(text in "[+-]?[0-9]{0,22}(\\.[0-9]{0,22})?|0\\.0{290,310}[1-9]{1,3}") {
+            let printed_back =
+                text.parse::<f64>().ok().filter(|float| float.is_finite() && same_decimal(&float.to_string(), &text));
+            prop_assert_eq!(exact_float(&text).map(f64::to_bits), printed_back.map(f64::to_bits));
+        }
+
+        #[test]
+        fn as_through_vrl_is_the_round_trip(value in any_value()) {
+            let round_trip = vrl_to_value(value_to_vrl(&value));
+            let moved = as_through_vrl(value.clone());
+            // Compared as JSON with the variant, so that a NaN float equals itself.
+            prop_assert_eq!(
+                (moved.data_type(), moved.to_json()),
+                (round_trip.data_type(), round_trip.to_json()),
+                "for {:?}", value
+            );
+        }
     }
 }
