@@ -205,7 +205,8 @@ pub enum RunTrigger {
 }
 
 impl RunTrigger {
-    pub const ALL: [RunTrigger; 4] = [RunTrigger::Manual, RunTrigger::Schedule, RunTrigger::Backfill, RunTrigger::Retry];
+    pub const ALL: [RunTrigger; 4] =
+        [RunTrigger::Manual, RunTrigger::Schedule, RunTrigger::Backfill, RunTrigger::Retry];
 
     pub fn as_str(self) -> &'static str {
         match self {

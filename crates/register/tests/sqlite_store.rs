@@ -9,9 +9,7 @@ use std::time::Duration;
 use haul_collect_core::job::Mode;
 use haul_collect_core::plugin::{Checkpoint, Plan, ShardSpec};
 use haul_collect_core::progress::ShardCounters;
-use haul_register::model::{
-    NewRun, QueuedRun, RunFilter, RunRequest, RunState, RunTrigger, ShardState,
-};
+use haul_register::model::{NewRun, QueuedRun, RunFilter, RunRequest, RunState, RunTrigger, ShardState};
 use haul_register::store::{Error, SCHEMA_VERSION, SqliteStore, Store};
 use serde_json::json;
 use sqlx::Connection;
@@ -475,12 +473,12 @@ async fn persisted_format_is_stable() {
     );
     let run_row = raw_row(&f.path, "SELECT mode, state, next_state, message FROM runs").await;
     assert_eq!(run_row, [Some("range".into()), Some("running".into()), Some(r#"{"max_id":999}"#.into()), None]);
-    let queue_row = raw_row(
-        &f.path,
-        "SELECT trigger, CAST(scheduled_for AS TEXT), CAST(priority AS TEXT), pool FROM runs",
-    )
-    .await;
-    assert_eq!(queue_row, [Some("backfill".into()), Some("1700000000000".into()), Some("3".into()), Some("api".into())]);
+    let queue_row =
+        raw_row(&f.path, "SELECT trigger, CAST(scheduled_for AS TEXT), CAST(priority AS TEXT), pool FROM runs").await;
+    assert_eq!(
+        queue_row,
+        [Some("backfill".into()), Some("1700000000000".into()), Some("3".into()), Some("api".into())]
+    );
     let params_row = raw_row(&f.path, "SELECT params, CAST(attempt AS TEXT), NULL, NULL FROM runs").await;
     assert_eq!(params_row, [Some(r#"{"range":{"from":0,"to":1000}}"#.into()), Some("2".into()), None, None]);
 

@@ -24,8 +24,12 @@ async fn a_server_killed_mid_run_resumes_from_the_checkpoints_without_duplicates
     let started = Instant::now();
     loop {
         let (_, detail) = server.get(&format!("/api/v1/runs/{run}")).await;
-        let checkpointed: u64 =
-            detail["shards"].as_array().into_iter().flatten().map(|s| s["counters"]["records_written"].as_u64().unwrap()).sum();
+        let checkpointed: u64 = detail["shards"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| s["counters"]["records_written"].as_u64().unwrap())
+            .sum();
         if checkpointed >= 3_000 {
             assert!(checkpointed < 20_000, "the run ended before the crash: {detail}");
             break;
@@ -39,6 +43,7 @@ async fn a_server_killed_mid_run_resumes_from_the_checkpoints_without_duplicates
     assert_eq!(detail["state"], "succeeded", "{detail}\n{}", server.logs());
     assert_eq!(output_ids(&server.path("out/orders")), (0..20_000).collect::<Vec<u64>>(), "records lost or doubled");
     assert_eq!(detail["totals"]["records_written"], 20_000, "{detail}");
-    let resumed = detail["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "running" && e["shard_id"].is_string());
+    let resumed =
+        detail["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "running" && e["shard_id"].is_string());
     assert!(resumed.count() > 4, "shards were claimed again after the restart: {detail}");
 }

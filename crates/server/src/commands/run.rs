@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use haul_collect_core::runtime::{RunOutcome, RunSettings, execute};
 use haul_collect_core::PlanContext;
+use haul_collect_core::runtime::{RunOutcome, RunSettings, execute};
 use haul_common::shutdown;
 use haul_register::ledger::StoreLedger;
 use haul_register::{NewRun, RunRecord, RunState, Store};
@@ -127,7 +127,8 @@ async fn prepare_run(store: &dyn Store, job: &LoadedJob, restart: bool) -> anyho
         parallelism: job.spec.parallelism,
     };
     let plan = job.pipeline.source.plan(&context).await.context("planning the run")?;
-    let new = NewRun { job: name.clone(), spec_hash: fingerprint, mode: job.spec.mode, plan, request: Default::default() };
+    let new =
+        NewRun { job: name.clone(), spec_hash: fingerprint, mode: job.spec.mode, plan, request: Default::default() };
     let run = store.create_run(new).await?;
     Ok(run)
 }

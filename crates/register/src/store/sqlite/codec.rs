@@ -33,7 +33,10 @@ pub(super) fn decode_run(row: &SqliteRow) -> Result<RunRecord, Error> {
             scheduled_for: optional_time(row.try_get("scheduled_for")?)?,
             priority: row.try_get("priority")?,
             pool: row.try_get("pool")?,
-            params: row.try_get::<Option<String>, _>("params")?.map(|text| from_json(&text, "run params")).transpose()?,
+            params: row
+                .try_get::<Option<String>, _>("params")?
+                .map(|text| from_json(&text, "run params"))
+                .transpose()?,
             attempt: u32::try_from(row.try_get::<i64, _>("attempt")?)
                 .map_err(|_| Error::Corrupt("run attempt out of range".into()))?,
         },

@@ -17,9 +17,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use haul_collect_core::plugin::{Checkpoint, Plan};
 use haul_collect_core::progress::ShardCounters;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqliteConnection};
 
 use super::{Error, Store};
@@ -535,8 +533,10 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        let planned: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM shards WHERE run_id = ? LIMIT 1").bind(run_id).fetch_optional(&mut *tx).await?;
+        let planned: Option<i64> = sqlx::query_scalar("SELECT 1 FROM shards WHERE run_id = ? LIMIT 1")
+            .bind(run_id)
+            .fetch_optional(&mut *tx)
+            .await?;
         let state = if planned.is_some() { RunState::Running } else { RunState::Pending };
         sqlx::query(concat!(
             "UPDATE runs SET state = ?, attempt = attempt + 1, message = ?, finished_at = NULL, updated_at = ",
