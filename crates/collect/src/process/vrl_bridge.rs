@@ -199,6 +199,9 @@ fn decimal_to_vrl(text: &str) -> VrlValue {
 /// such decimal reads and prints back unchanged: `f64::DIGITS`); longer ones
 /// are printed back to be compared.
 fn exact_float(text: &str) -> Option<f64> {
+    if let Some(float) = short_decimal(text) {
+        return Some(float);
+    }
     let (_, whole, fraction) = canonical_decimal(text)?;
     let significant = match whole.is_empty() {
         true => fraction.trim_start_matches('0').len(),
@@ -209,6 +212,37 @@ fn exact_float(text: &str) -> Option<f64> {
         return text.parse().ok();
     }
     text.parse::<f64>().ok().filter(|float| float.is_finite() && same_decimal(&float.to_string(), text))
+}
+
+/// A plain decimal of at most 15 digits (`-12.50`) read without the general
+/// parser: its digits as an integer divided by a power of ten. Both are exact
+/// as floats, so the one rounding of the division gives the float nearest the
+/// decimal, as parsing does.
+fn short_decimal(text: &str) -> Option<f64> {
+    const POWERS_OF_TEN: [f64; 16] =
+        [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
+    let (negative, digits) = match text.as_bytes().first()? {
+        b'-' => (true, &text.as_bytes()[1..]),
+        b'+' => (false, &text.as_bytes()[1..]),
+        _ => (false, text.as_bytes()),
+    };
+    let (mut mantissa, mut count, mut fraction_digits) = (0u64, 0usize, None::<usize>);
+    for &byte in digits {
+        match byte {
+            b'0'..=b'9' if count < 15 => {
+                mantissa = mantissa * 10 + u64::from(byte - b'0');
+                count += 1;
+                fraction_digits = fraction_digits.map(|digits| digits + 1);
+            }
+            b'.' if fraction_digits.is_none() => fraction_digits = Some(0),
+            _ => return None,
+        }
+    }
+    if count == 0 {
+        return None;
+    }
+    let value = mantissa as f64 / POWERS_OF_TEN[fraction_digits.unwrap_or(0)];
+    Some(if negative { -value } else { value })
 }
 
 /// Whether two plain decimal texts denote the same number (`1.50` and `1.5`, `-0` and `0`).

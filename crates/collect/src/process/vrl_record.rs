@@ -81,7 +81,13 @@ impl RecordSlots {
     }
 
     fn find(&self, name: &str) -> Option<usize> {
-        self.names.iter().position(|slot| slot.as_str() == name)
+        // Length and first byte first: most names differ there, and the
+        // comparison of whole names is a call.
+        let first = name.as_bytes().first();
+        self.names.iter().position(|slot| {
+            let slot = slot.as_str();
+            slot.len() == name.len() && slot.as_bytes().first() == first && slot == name
+        })
     }
 
     /// A new slot for a field the program adds.
