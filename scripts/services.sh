@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts the local servers haul's tests use, when they are not running yet:
 # PostgreSQL on 127.0.0.1:5432 (trust auth, database `test`) and MariaDB on
-# 127.0.0.1:3306 (root without password, database `test`).
+# 127.0.0.1:3306 (root without password, database `test`), and ZooKeeper on
+# 127.0.0.1:2181 (installed from Debian's `zookeeperd` when missing).
 set -euo pipefail
 
 wait_for() { # name, command...
@@ -29,4 +30,24 @@ if ! mysqladmin -h 127.0.0.1 -u root ping >/dev/null 2>&1; then
   wait_for MariaDB mysqladmin -h 127.0.0.1 -u root ping
 fi
 mysql -h 127.0.0.1 -u root -e 'create database if not exists test'
-echo "services: PostgreSQL and MariaDB are ready"
+
+# The client port accepting a connection is what the tests need; the
+# four-letter `ruok` may be off (4lw whitelist), so no reply is asked for.
+zookeeper_answers() { timeout 2 bash -c ': <>/dev/tcp/127.0.0.1/2181'; }
+zk_server=/usr/share/zookeeper/bin/zkServer.sh
+if ! zookeeper_answers 2>/dev/null; then
+  if [ ! -x "$zk_server" ]; then
+    echo "services: installing ZooKeeper (zookeeperd)"
+    export DEBIAN_FRONTEND=noninteractive
+    # A fresh machine may have no package lists yet: update only then.
+    if ! apt-get install -y -q zookeeperd </dev/null; then
+      apt-get update -q </dev/null
+      apt-get install -y -q zookeeperd </dev/null
+    fi
+  fi
+  echo "services: starting ZooKeeper"
+  "$zk_server" start </dev/null >/dev/null 2>&1
+  # `status` asks the server for its mode (`srvr`), so it passes once it serves.
+  wait_for ZooKeeper "$zk_server" status
+fi
+echo "services: PostgreSQL, MariaDB and ZooKeeper (127.0.0.1:2181) are ready"
