@@ -43,71 +43,31 @@ from __future__ import annotations
 import os
 import sys
 
-# This file is named copy.py: keep its folder off sys.path so that it does not
-# shadow the standard library's `copy` (which dataclasses imports).
+# This folder holds copy.py and http.py, which would shadow the standard
+# library's `copy` (which dataclasses imports) and `http`: search it after the
+# standard library, where benchlib is still found.
 if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
-    del sys.path[0]
+    sys.path.append(sys.path.pop(0))
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
-import platform  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
-import signal  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Callable  # noqa: E402
 
-ROWS = 1_000_000
-BENCH = Path(__file__).resolve().parent
-OUT = BENCH / "out"
+from benchlib import (  # noqa: E402
+    BENCH, COLUMNS, DEFAULT_HAUL, OUT, PSQL, RESULTS, ROWS, VENV, Result, Sample, count_lines, ensure_time,
+    ensure_venv, fmt, log, machine, make_pg_table, measure, pg_count, pg_drop, pg_env,
+    pip_install, psql, reset_dir, run, timed, write_results,
+)
+
 LOGS = OUT / "logs"
-VENV = BENCH / ".venv"
 JOBS = BENCH / "jobs"
-RESULTS = BENCH / "RESULTS.md"
-
-PG_URL = "postgres://postgres@127.0.0.1:5432/test"
-MY_URL = "mysql://root@127.0.0.1:3306/test"
-PSQL = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-X", "-q", "-v", "ON_ERROR_STOP=1"]
 MYSQL = ["mysql", "-h", "127.0.0.1", "-u", "root", "test"]
-TIME = "/usr/bin/time"
-
-COLUMNS = "id, qty, price, code, body, created, active, amount, maybe_int, maybe_text, updated"
-
-PG_SCHEMA = """
-CREATE TABLE bench_rows (
-    id bigint PRIMARY KEY,
-    qty int NOT NULL,
-    price double precision NOT NULL,
-    code varchar(64) NOT NULL,
-    body text NOT NULL,
-    created timestamp NOT NULL,
-    active boolean NOT NULL,
-    amount numeric(12,2) NOT NULL,
-    maybe_int int NULL,
-    maybe_text varchar(64) NULL,
-    updated timestamptz NOT NULL
-)"""
-
-# Deterministic, mixed values; body is about 100 bytes; maybe_* ~20% NULL.
-PG_FILL = f"""
-INSERT INTO bench_rows ({COLUMNS})
-SELECT g,
-       (g * 7919) % 1000,
-       ((g * 104729) % 1000003) / 100.0 + 0.125,
-       'C-' || upper(to_hex((g * 2654435761) % 4294967296)),
-       'row ' || g || ': ' || md5(g::text) || ' ' || md5((g + 1)::text) || ' lorem ipsum dolor sit',
-       timestamp '2020-01-01 00:00:00' + g * interval '37 seconds' + (g % 1000) * interval '1 millisecond',
-       g % 3 <> 0,
-       ((g * 31) % 10000000) / 100.0,
-       CASE WHEN g % 5 = 0 THEN NULL ELSE (g * 13) % 100000 END,
-       CASE WHEN g % 5 = 2 THEN NULL ELSE 'text-' || (g * 17) % 99991 END,
-       timestamptz '2021-06-01 00:00:00+00' + g * interval '1.5 seconds'
-FROM generate_series(1::bigint, {ROWS}) AS g"""
 
 MY_SCHEMA = """
 CREATE TABLE bench_rows (
@@ -125,38 +85,11 @@ CREATE TABLE bench_rows (
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
 
 
-# ---------------------------------------------------------------- helpers
-
-
-def log(msg: str) -> None:
-    print(msg, flush=True)
-
-
-def run(cmd: list[str], *, input: str | None = None, env: dict | None = None, check: bool = True) -> str:
-    """Runs a short command and returns its stdout; raises with stderr on failure."""
-    p = subprocess.run(cmd, input=input, capture_output=True, text=True, env=env)
-    if check and p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:3])}… failed ({p.returncode}): {p.stderr.strip()[-800:]}")
-    return p.stdout
-
-
-def pg_env() -> dict:
-    return {**os.environ, "PGTZ": "UTC", "PGOPTIONS": "-c client_min_messages=warning"}
-
-
-def psql(sql: str) -> str:
-    return run(PSQL + ["-A", "-t", "-c", sql], env=pg_env()).strip()
+# ---------------------------------------------------------------- MariaDB
 
 
 def mysql(sql: str) -> str:
     return run(MYSQL + ["-B", "--skip-column-names", "-e", sql]).strip()
-
-
-def pg_count(table: str) -> int:
-    try:
-        return int(psql(f"SELECT count(*) FROM {table}"))
-    except (RuntimeError, ValueError):
-        return -1
 
 
 def my_count(table: str) -> int:
@@ -164,27 +97,6 @@ def my_count(table: str) -> int:
         return int(mysql(f"SELECT count(*) FROM {table}"))
     except (RuntimeError, ValueError):
         return -1
-
-
-def pg_drop(*tables: str) -> None:
-    psql("; ".join(f"DROP TABLE IF EXISTS {t}" for t in tables))
-
-
-def count_lines(folder: Path) -> int:
-    """Counts the lines of every regular, non-hidden file under folder."""
-    total = 0
-    for path in folder.rglob("*"):
-        if path.is_file() and not any(part.startswith(".") or part.startswith("_") for part in path.relative_to(folder).parts):
-            with open(path, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    total += chunk.count(b"\n")
-    return total
-
-
-def reset_dir(folder: Path) -> Path:
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    return folder
 
 
 # ---------------------------------------------------------------- data
@@ -195,10 +107,7 @@ def ensure_data(rebuild: bool) -> None:
     if rebuild or pg_count("bench_rows") != ROWS:
         log("data: generating 1,000,000 rows in PostgreSQL test.bench_rows …")
         t = time.monotonic()
-        psql("DROP TABLE IF EXISTS bench_rows")
-        psql(PG_SCHEMA)
-        psql(PG_FILL)
-        psql("VACUUM ANALYZE bench_rows")
+        make_pg_table("bench_rows", ROWS)
         log(f"data: PostgreSQL ready in {time.monotonic() - t:.1f} s")
         rebuild = True
     if rebuild or my_count("bench_rows") != ROWS:
@@ -230,97 +139,6 @@ def load_mariadb() -> None:
     log(f"data: MariaDB ready in {time.monotonic() - t:.1f} s")
 
 
-# ---------------------------------------------------------------- measuring
-
-
-@dataclass
-class Sample:
-    wall: float
-    rss_mb: float | None
-
-
-@dataclass
-class Result:
-    tool: str
-    wall: float | None = None
-    rss_mb: float | None = None
-    error: str | None = None  # FAILED reason, or why the tool does not run here
-    skipped: bool = False  # True: not supported / not installed (not a failure of the run)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.wall is not None
-
-
-def ensure_time() -> bool:
-    """Makes sure GNU time is installed (apt-get install time if not)."""
-    if Path(TIME).exists():
-        return True
-    log("installing GNU time (apt-get install -y time) …")
-    subprocess.run(["apt-get", "install", "-y", "-q", "time"], capture_output=True)
-    return Path(TIME).exists()
-
-
-def timed(stages: list[list[str]], log_path: Path, *, env: dict | None = None,
-          cwd: Path | None = None, timeout: float = 3600) -> Sample:
-    """Runs stages as a pipeline (stage i's stdout into stage i+1), each under GNU time.
-
-    Returns the wall time of the whole pipeline and the sum of the stages' peak
-    RSS. Raises RuntimeError (with the log's tail) if any stage fails.
-    """
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    rss_files = [tempfile.NamedTemporaryFile(prefix="haul-bench-rss-", delete=False) for _ in stages]
-    procs: list[subprocess.Popen] = []
-    with open(log_path, "wb") as logf:
-        logf.write(("$ " + " | ".join(" ".join(s) for s in stages) + "\n").encode())
-        logf.flush()
-        start = time.monotonic()
-        prev = None
-        for i, argv in enumerate(stages):
-            last = i == len(stages) - 1
-            wrapped = [TIME, "-f", "%e %M", "-o", rss_files[i].name] + argv if Path(TIME).exists() else argv
-            p = subprocess.Popen(wrapped, stdin=prev.stdout if prev else subprocess.DEVNULL,
-                                 stdout=logf if last else subprocess.PIPE, stderr=logf,
-                                 env=env, cwd=cwd, start_new_session=True)
-            if prev:
-                prev.stdout.close()  # so the writer gets SIGPIPE if the reader dies
-            procs.append(p)
-            prev = p
-        deadline = start + timeout
-        try:
-            codes = [p.wait(timeout=max(1, deadline - time.monotonic())) for p in procs]
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
-            raise RuntimeError(f"timed out after {timeout:.0f} s")
-        wall = time.monotonic() - start
-    peaks = [read_peak_kb(Path(f.name)) for f in rss_files]
-    for f in rss_files:
-        os.unlink(f.name)
-    if any(c != 0 for c in codes):
-        raise RuntimeError(f"exit status {codes}: {tail(log_path)}")
-    rss = sum(peaks) / 1024 if all(k is not None for k in peaks) else None
-    return Sample(wall, rss)
-
-
-def read_peak_kb(path: Path) -> int | None:
-    """Reads %M from a GNU time output file (its last line is '%e %M')."""
-    try:
-        lines = path.read_text().strip().splitlines()
-        return int(lines[-1].split()[-1])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def tail(path: Path, chars: int = 400) -> str:
-    """The gist of a failed run's log: its last error line, else its last characters."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", path.read_text(errors="replace")).strip()
-    errors = [line for line in text.splitlines()[1:] if re.search(r"error|exception|fatal|panic", line, re.I)]
-    gist = errors[-1].strip() if errors else text[-chars:]
-    return re.sub(r"\s+", " ", gist)[:chars] + f" (log: {path.relative_to(BENCH)})"
-
-
 # ---------------------------------------------------------------- cases
 
 
@@ -347,15 +165,14 @@ class Pair:
     results: list[Result] = field(default_factory=list)
 
 
-def measure(case: Case, pair: Pair, repeat: int, timeout: float) -> Result:
+def measure_case(case: Case, pair: Pair, repeat: int, timeout: float) -> Result:
     """Runs a case repeat times; the median wall time, or FAILED with the reason."""
     if case.stages is None:
         return Result(case.tool, error=case.unavailable, skipped=True)
     if case.broken:
         return Result(case.tool, error=case.broken)
-    samples = []
-    for i in range(repeat):
-        log_path = LOGS / f"{pair.key}-{slug(case.tool)}{'-' + str(i + 1) if repeat > 1 else ''}.log"
+
+    def attempt(log_path: Path) -> Sample:
         try:
             case.prepare()
             sample = timed(case.stages, log_path, env=case.env, cwd=case.cwd, timeout=timeout)
@@ -363,17 +180,14 @@ def measure(case: Case, pair: Pair, repeat: int, timeout: float) -> Result:
             if rows != ROWS:
                 got = f"copied {rows} rows" if rows >= 0 else "no target table or output found"
                 raise RuntimeError(f"{got}, expected {ROWS} rows (log: {log_path.relative_to(BENCH)})")
-            samples.append(sample)
-        except Exception as e:  # noqa: BLE001 - every failure is reported, the run goes on
-            return Result(case.tool, error=str(e)[:600])
+            return sample
         finally:
             try:
                 case.cleanup()
             except Exception:  # noqa: BLE001
                 pass
-    wall = statistics.median(s.wall for s in samples)
-    rss = [s.rss_mb for s in samples if s.rss_mb is not None]
-    return Result(case.tool, wall=wall, rss_mb=statistics.median(rss) if rss else None)
+
+    return measure(case.tool, attempt, repeat, LOGS / f"{pair.key}-{slug(case.tool)}")
 
 
 def slug(name: str) -> str:
@@ -474,19 +288,10 @@ class Peers:
     versions: dict[str, str] = field(default_factory=dict)
 
 
-def pip_install(*specs: str) -> str | None:
-    """pip-installs into bench/.venv; returns None or the error's tail."""
-    p = subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", *specs],
-                       capture_output=True, text=True)
-    return None if p.returncode == 0 else (p.stderr.strip() or p.stdout.strip())[-400:]
-
-
 def setup_peers() -> Peers:
     """Installs ingestr, sling and dlt into bench/.venv; records what works."""
     peers = Peers()
-    if not (VENV / "bin" / "python").exists():
-        log("peers: creating bench/.venv …")
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    ensure_venv("peers")
     log("peers: pip install into bench/.venv (ingestr<1, sling-linux-amd64, dlt[sql_database,postgres,filesystem]) …")
 
     err = pip_install("ingestr<1")
@@ -624,10 +429,6 @@ def dlt_backend_cases(peers: Peers, work: Path, backend: str) -> dict[str, Case]
 # ---------------------------------------------------------------- report
 
 
-def fmt(x: float | None, spec: str) -> str:
-    return "—" if x is None else format(x, spec)
-
-
 def esc(cell: str) -> str:
     """Escapes a Markdown table cell."""
     return cell.replace("|", "\\|")
@@ -678,19 +479,6 @@ def targets_line(pair: Pair) -> str:
             f"time ≤ 1.0× baseline: {vs_base}.")
 
 
-def machine() -> str:
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem_kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
-    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    return (f"nproc {run(['nproc']).strip()}, {mem_kb / 1048576:.1f} GiB memory, {cpu}, "
-            f"{platform.system()} {platform.release()}; load average at the end {load}"
-            " (a load above nproc means other work shared the machine: figures are noisier)")
-
-
 def versions(peers: Peers | None, haul: Path) -> str:
     parts = [f"PostgreSQL {psql('SHOW server_version').split()[0]}",
              f"MariaDB {mysql('SELECT version()').split('-')[0]}"]
@@ -738,27 +526,12 @@ def report(pairs: list[Pair], peers: Peers | None, haul: Path, repeat: int) -> s
     return "\n".join(out) + "\n"
 
 
-START, END = "<!-- copy-benchmark:start -->", "<!-- copy-benchmark:end -->"
-
-
-def write_results(section: str) -> None:
-    """Replaces the copy section of bench/RESULTS.md (or appends it)."""
-    block = f"{START}\n{section}{END}\n"
-    text = RESULTS.read_text() if RESULTS.exists() else "# haul benchmark results\n\n"
-    if START in text and END in text:
-        text = text[: text.index(START)] + block + text[text.index(END) + len(END) + 1:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    RESULTS.write_text(text)
-
-
 # ---------------------------------------------------------------- main
 
 
 def parse_args() -> argparse.Namespace:
-    target = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache" / "haul-target"))
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--haul", type=Path, default=target / "release" / "haul", help="haul release binary")
+    ap.add_argument("--haul", type=Path, default=DEFAULT_HAUL, help="haul release binary")
     ap.add_argument("--repeat", type=int, default=1, help="runs per measurement (median)")
     ap.add_argument("--rebuild", action="store_true", help="recreate the bench_rows tables")
     ap.add_argument("--pairs", default="pg-file,pg-pg,my-pg", help="comma-separated: pg-file,pg-pg,my-pg")
@@ -791,8 +564,7 @@ def build_pairs(args: argparse.Namespace, peers: Peers | None, work: Path) -> li
 
 def main() -> int:
     args = parse_args()
-    if not ensure_time():
-        log("warning: GNU time is missing and could not be installed: peak RSS will show as —")
+    ensure_time()
     ensure_data(args.rebuild)
     tools = set(args.tools.split(","))
     peers = setup_peers() if tools & {"ingestr", "sling", "dlt"} else None
@@ -805,14 +577,14 @@ def main() -> int:
         for pair in pairs:
             for case in pair.cases:
                 log(f"[{pair.key}] {case.tool} …")
-                result = measure(case, pair, args.repeat, args.timeout)
+                result = measure_case(case, pair, args.repeat, args.timeout)
                 pair.results.append(result)
                 log(f"[{pair.key}] {case.tool}: " + (f"{result.wall:.2f} s, {fmt(result.rss_mb, '.0f')} MB"
                                                       if result.ok else f"{'not run' if result.skipped else 'FAILED'}: {result.error}"))
     section = report(pairs, peers, args.haul, args.repeat)
     print("\n" + section)
     if not args.no_results:
-        write_results(section)
+        write_results(section, marker="copy-benchmark")
         log(f"written: {RESULTS.relative_to(BENCH.parent)}")
     return 0
 

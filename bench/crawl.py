@@ -42,51 +42,34 @@ from __future__ import annotations
 import os
 import sys
 
-# bench/copy.py would shadow the standard library's `copy` (which dataclasses
-# imports): keep this folder off sys.path.
+# This folder holds copy.py and http.py, which would shadow the standard
+# library's `copy` (which dataclasses imports) and `http`: search it after the
+# standard library, where benchlib is still found.
 if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
-    del sys.path[0]
+    sys.path.append(sys.path.pop(0))
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
-import re  # noqa: E402
 import shutil  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import tempfile  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from benchlib import (  # noqa: E402
+    BENCH, DEFAULT_HAUL, RESULTS, VENV, Nginx, Result, Sample, ensure_time, ensure_venv, fmt, log, machine,
+    measure, pip_install, run, timed, write_results,
+)
+
 PAGES = 10_000
-BENCH = Path(__file__).resolve().parent
 OUT = BENCH / "out" / "crawl"
 SITE = OUT / "site"
 LOGS = OUT / "logs"
-VENV = BENCH / ".venv"
 SPIDER = BENCH / "peers" / "crawl_spider.py"
-RESULTS = BENCH / "RESULTS.md"
-TIME = "/usr/bin/time"
-NGINX = "/usr/sbin/nginx"
+HOME = "/p/0.html"  # the page both crawlers start from
 SITE_VERSION = "1"  # bump when the generator changes, to regenerate the site
 
 WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
          "quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()
-
-
-def log(msg: str) -> None:
-    print(msg, flush=True)
-
-
-def run(cmd: list[str], *, check: bool = True) -> str:
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if check and p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:3])}… failed ({p.returncode}): {p.stderr.strip()[-800:]}")
-    return p.stdout + p.stderr
 
 
 # ---------------------------------------------------------------- the site
@@ -144,135 +127,13 @@ def ensure_site() -> None:
     marker.write_text(f"{SITE_VERSION} {PAGES}")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Nginx:
-    """nginx serving the site from a generated config in a temporary folder."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-
-    def __enter__(self) -> "Nginx":
-        if not Path(NGINX).exists():
-            log("installing nginx (apt-get install -y nginx-light) …")
-            subprocess.run(["apt-get", "install", "-y", "-q", "nginx-light"], capture_output=True)
-        if not Path(NGINX).exists():
-            raise RuntimeError("nginx is not installed and could not be installed")
-        conf = self.folder / "nginx.conf"
-        temp = {name: self.folder / name for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi")}
-        conf.write_text(f"""
-worker_processes 1;
-daemon off;
-pid {self.folder}/nginx.pid;
-error_log {self.folder}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    types {{ text/html html; text/plain txt; }}
-    default_type application/octet-stream;
-    client_body_temp_path {temp['body']};
-    proxy_temp_path {temp['proxy']};
-    fastcgi_temp_path {temp['fastcgi']};
-    uwsgi_temp_path {temp['uwsgi']};
-    scgi_temp_path {temp['scgi']};
-    server {{
-        listen 127.0.0.1:{self.port};
-        root {SITE};
-    }}
-}}
-""")
-        self.process = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(self.folder)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"nginx did not listen on 127.0.0.1:{self.port}")
-
-    def __exit__(self, *exc) -> None:
-        if self.process:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-
-    @property
-    def start_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/p/0.html"
-
-    def version(self) -> str:
-        out = run([NGINX, "-v"], check=False)
-        return (re.findall(r"nginx/(\S+)", out) or ["?"])[0]
+def serve_site(folder: Path) -> Nginx:
+    """nginx serving the site, its config and runtime files in folder."""
+    return Nginx(folder, SITE, mime_types={"text/html": "html", "text/plain": "txt"},
+                 default_type="application/octet-stream")
 
 
 # ---------------------------------------------------------------- tools
-
-
-@dataclass
-class Sample:
-    wall: float
-    rss_mb: float | None
-
-
-@dataclass
-class Result:
-    tool: str
-    wall: float | None = None
-    rss_mb: float | None = None
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.wall is not None
-
-    @property
-    def pages_per_second(self) -> float | None:
-        return PAGES / self.wall if self.ok else None
-
-
-def timed(argv: list[str], log_path: Path, *, cwd: Path, timeout: float) -> Sample:
-    """Runs argv under GNU time; wall time and peak RSS, or RuntimeError with the log's tail."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(prefix="haul-bench-rss-", delete=False) as rss_file:
-        rss_path = Path(rss_file.name)
-    with open(log_path, "wb") as logf:
-        logf.write(("$ " + " ".join(argv) + "\n").encode())
-        logf.flush()
-        start = time.monotonic()
-        p = subprocess.Popen([TIME, "-f", "%e %M", "-o", str(rss_path)] + argv, stdout=logf, stderr=logf,
-                             stdin=subprocess.DEVNULL, cwd=cwd, start_new_session=True)
-        try:
-            code = p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-            raise RuntimeError(f"timed out after {timeout:.0f} s")
-        wall = time.monotonic() - start
-    try:
-        peak_kb = int(rss_path.read_text().strip().splitlines()[-1].split()[-1])
-    except (OSError, IndexError, ValueError):
-        peak_kb = None
-    rss_path.unlink(missing_ok=True)
-    if code != 0:
-        raise RuntimeError(f"exit status {code}: {tail(log_path)}")
-    return Sample(wall, peak_kb / 1024 if peak_kb is not None else None)
-
-
-def tail(path: Path, chars: int = 400) -> str:
-    text = path.read_text(errors="replace").strip()
-    errors = [line for line in text.splitlines()[1:] if re.search(r"error|exception|fatal|panic", line, re.I)]
-    gist = errors[-1].strip() if errors else text[-chars:]
-    return re.sub(r"\s+", " ", gist)[:chars] + f" (log: {path.relative_to(BENCH)})"
 
 
 def read_records(paths: list[Path]) -> list[dict]:
@@ -331,10 +192,10 @@ def run_haul(haul: Path, nginx: Nginx, concurrency: int, log_path: Path, timeout
     shutil.rmtree(work, ignore_errors=True)
     out_dir = work / "records"
     out_dir.mkdir(parents=True)
-    (work / "job.toml").write_text(haul_job(nginx.start_url, concurrency, out_dir))
-    sample = timed([str(haul), "run", "--progress", "none", "job.toml"], log_path, cwd=work, timeout=timeout)
+    (work / "job.toml").write_text(haul_job(nginx.base_url + HOME, concurrency, out_dir))
+    sample = timed([[str(haul), "run", "--progress", "none", "job.toml"]], log_path, cwd=work, timeout=timeout)
     parts = [p for p in out_dir.rglob("*") if p.is_file() and not p.name.startswith(".")]
-    verify(read_records(parts), f"http://127.0.0.1:{nginx.port}")
+    verify(read_records(parts), nginx.base_url)
     return sample
 
 
@@ -351,54 +212,27 @@ def run_scrapy(nginx: Nginx, concurrency: int, log_path: Path, timeout: float) -
         "TELNETCONSOLE_ENABLED": False,
         "LOG_LEVEL": "INFO",
     }
-    argv = [str(VENV / "bin" / "scrapy"), "runspider", str(SPIDER), "-a", f"start={nginx.start_url}",
+    argv = [str(VENV / "bin" / "scrapy"), "runspider", str(SPIDER), "-a", f"start={nginx.base_url + HOME}",
             "-O", f"{feed}:jsonlines"]
     for key, value in settings.items():
         argv += ["-s", f"{key}={value}"]
-    sample = timed(argv, log_path, cwd=work, timeout=timeout)
-    verify(read_records([feed]), f"http://127.0.0.1:{nginx.port}")
+    sample = timed([argv], log_path, cwd=work, timeout=timeout)
+    verify(read_records([feed]), nginx.base_url)
     return sample
 
 
 def setup_scrapy() -> str:
     """Installs Scrapy into bench/.venv; returns its version."""
-    if not (VENV / "bin" / "python").exists():
-        log("scrapy: creating bench/.venv …")
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    ensure_venv("scrapy")
     if not (VENV / "bin" / "scrapy").exists():
         log("scrapy: pip install scrapy into bench/.venv …")
-        run([str(VENV / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", "scrapy"])
-    return run([str(VENV / "bin" / "scrapy"), "version"]).strip().split()[-1]
-
-
-def measure(tool: str, attempt, repeat: int) -> Result:
-    samples = []
-    for i in range(repeat):
-        log_path = LOGS / f"{tool}{'-' + str(i + 1) if repeat > 1 else ''}.log"
-        try:
-            samples.append(attempt(log_path))
-        except Exception as e:  # noqa: BLE001 - every failure is reported, the run goes on
-            return Result(tool, error=str(e)[:600])
-    rss = [s.rss_mb for s in samples if s.rss_mb is not None]
-    return Result(tool, wall=statistics.median(s.wall for s in samples),
-                  rss_mb=statistics.median(rss) if rss else None)
+        error = pip_install("scrapy")
+        if error:
+            raise RuntimeError(f"pip install scrapy failed: {error}")
+    return run([str(VENV / "bin" / "scrapy"), "version"], with_stderr=True).strip().split()[-1]
 
 
 # ---------------------------------------------------------------- report
-
-
-def fmt(x: float | None, spec: str) -> str:
-    return "—" if x is None else format(x, spec)
-
-
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown")
-    mem_kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
-    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    return (f"nproc {os.cpu_count()}, {mem_kb / 1048576:.1f} GiB memory, {cpu}, "
-            f"{platform.system()} {platform.release()}; load average at the end {load}"
-            " (a load above nproc means other work shared the machine: figures are noisier)")
 
 
 def report(results: list[Result], versions: str, concurrency: int, repeat: int) -> str:
@@ -406,14 +240,14 @@ def report(results: list[Result], versions: str, concurrency: int, repeat: int) 
     scrapy = by_tool.get("scrapy")
     rows = ["| tool | wall s | pages/s | × Scrapy pages/s | peak RSS MB | status |", "|---|---|---|---|---|---|"]
     for r in results:
-        ratio = (r.pages_per_second / scrapy.pages_per_second
+        ratio = (r.per_second(PAGES) / scrapy.per_second(PAGES)
                  if r.ok and scrapy is not None and scrapy.ok else None)
         status = "ok: 10,000 records verified" if r.ok else f"FAILED: {r.error}"
-        rows.append(f"| {r.tool} | {fmt(r.wall, '.2f')} | {fmt(r.pages_per_second, ',.0f')} | "
+        rows.append(f"| {r.tool} | {fmt(r.wall, '.2f')} | {fmt(r.per_second(PAGES), ',.0f')} | "
                     f"{fmt(ratio, '.1f')} | {fmt(r.rss_mb, '.0f')} | {status.replace('|', '/')} |")
     haul = by_tool.get("haul")
     if haul is not None and haul.ok and scrapy is not None and scrapy.ok:
-        ratio = haul.pages_per_second / scrapy.pages_per_second
+        ratio = haul.per_second(PAGES) / scrapy.per_second(PAGES)
         targets = (f"Targets: ≥ 10× Scrapy's pages/s: {'met' if ratio >= 10 else 'NOT met'} ({ratio:.1f}×); "
                    f"haul's peak RSS ≤ 100 MB: {'met' if (haul.rss_mb or 0) <= 100 else 'NOT met'} "
                    f"({fmt(haul.rss_mb, '.0f')} MB).")
@@ -445,27 +279,12 @@ def report(results: list[Result], versions: str, concurrency: int, repeat: int) 
     return "\n".join(out) + "\n"
 
 
-START, END = "<!-- crawl-benchmark:start -->", "<!-- crawl-benchmark:end -->"
-
-
-def write_results(section: str) -> None:
-    """Replaces the crawl section of bench/RESULTS.md (or appends it)."""
-    block = f"{START}\n{section}{END}\n"
-    text = RESULTS.read_text() if RESULTS.exists() else "# haul benchmark results\n\n"
-    if START in text and END in text:
-        text = text[: text.index(START)] + block + text[text.index(END) + len(END) + 1:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    RESULTS.write_text(text)
-
-
 # ---------------------------------------------------------------- main
 
 
 def parse_args() -> argparse.Namespace:
-    target = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache" / "haul-target"))
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--haul", type=Path, default=target / "release" / "haul", help="haul release binary")
+    ap.add_argument("--haul", type=Path, default=DEFAULT_HAUL, help="haul release binary")
     ap.add_argument("--repeat", type=int, default=1, help="runs per measurement (median)")
     ap.add_argument("--concurrency", type=int, default=16, help="requests in flight, for both crawlers")
     ap.add_argument("--tools", default="haul,scrapy", help="comma-separated: haul,scrapy")
@@ -476,33 +295,32 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    if not Path(TIME).exists():
-        log("installing GNU time (apt-get install -y time) …")
-        subprocess.run(["apt-get", "install", "-y", "-q", "time"], capture_output=True)
+    ensure_time()
     tools = args.tools.split(",")
     ensure_site()
     versions = []
     results = []
-    with tempfile.TemporaryDirectory(prefix="haul-bench-nginx-") as tmp, Nginx(Path(tmp)) as nginx:
+    with tempfile.TemporaryDirectory(prefix="haul-bench-nginx-") as tmp, serve_site(Path(tmp)) as nginx:
         versions.append(f"nginx {nginx.version()}")
         if "haul" in tools:
             haul = args.haul.resolve()
-            versions.append(run([str(haul), "--version"], check=False).strip() if haul.exists() else f"no haul at {haul}")
+            versions.append(run([str(haul), "--version"], check=False, with_stderr=True).strip()
+                            if haul.exists() else f"no haul at {haul}")
             log("haul …")
             results.append(measure("haul", lambda path: run_haul(haul, nginx, args.concurrency, path, args.timeout),
-                                   args.repeat))
+                                   args.repeat, LOGS / "haul"))
         if "scrapy" in tools:
             versions.append(f"Scrapy {setup_scrapy()}")
             log("scrapy …")
             results.append(measure("scrapy", lambda path: run_scrapy(nginx, args.concurrency, path, args.timeout),
-                                   args.repeat))
+                                   args.repeat, LOGS / "scrapy"))
         for result in results:
-            log(f"{result.tool}: " + (f"{result.wall:.2f} s, {result.pages_per_second:,.0f} pages/s, "
+            log(f"{result.tool}: " + (f"{result.wall:.2f} s, {result.per_second(PAGES):,.0f} pages/s, "
                                       f"{fmt(result.rss_mb, '.0f')} MB" if result.ok else f"FAILED: {result.error}"))
     section = report(results, ", ".join(versions), args.concurrency, args.repeat)
     print("\n" + section)
     if not args.no_results:
-        write_results(section)
+        write_results(section, marker="crawl-benchmark")
         log(f"written: {RESULTS.relative_to(BENCH.parent)}")
     return 0
 

@@ -42,53 +42,37 @@ from __future__ import annotations
 import os
 import sys
 
-# bench/copy.py would shadow the standard library's `copy` (which dataclasses
-# imports): keep this folder off sys.path.
+# This folder holds copy.py and http.py, which would shadow the standard
+# library's `copy` (which dataclasses imports) and `http`: search it after the
+# standard library, where benchlib is still found.
 if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
-    del sys.path[0]
+    sys.path.append(sys.path.pop(0))
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+from benchlib import (  # noqa: E402
+    BENCH, DEFAULT_HAUL, RESULTS, VENV, Nginx, Result, Sample, ensure_time, ensure_venv, fmt, log, machine,
+    measure, pip_install, reset_dir, run, timed, write_results,
+)
 
 PAGES = 1_000
 PER_PAGE = 1_000
 RECORDS = PAGES * PER_PAGE
-BENCH = Path(__file__).resolve().parent
 OUT = BENCH / "out" / "http"
 SITE = OUT / "site"
 WORK = OUT / "work"
 LOGS = OUT / "logs"
-VENV = BENCH / ".venv"
 DLT_PEER = BENCH / "peers" / "http_dlt.py"
-RESULTS = BENCH / "RESULTS.md"
-TIME = "/usr/bin/time"
-NGINX = "/usr/sbin/nginx"
 SITE_VERSION = "1"  # bump when the generator changes, to regenerate the pages
 
 CITIES = ("Lisbon", "Osaka", "Nairobi", "Lima", "Tromsø", "Hanoi", "Québec")
-
-
-def log(msg: str) -> None:
-    print(msg, flush=True)
-
-
-def run(cmd: list[str], *, check: bool = True) -> str:
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if check and p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:3])}… failed ({p.returncode}): {p.stderr.strip()[-800:]}")
-    return p.stdout + p.stderr
 
 
 # ---------------------------------------------------------------- the API
@@ -123,153 +107,24 @@ def ensure_site() -> None:
     marker.write_text(f"{SITE_VERSION} {PAGES} {PER_PAGE}")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Nginx:
-    """nginx serving the pages from a generated config in a temporary folder."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-
-    def __enter__(self) -> "Nginx":
-        if not Path(NGINX).exists():
-            log("installing nginx (apt-get install -y nginx-light) …")
-            subprocess.run(["apt-get", "install", "-y", "-q", "nginx-light"], capture_output=True)
-        if not Path(NGINX).exists():
-            raise RuntimeError("nginx is not installed and could not be installed")
-        conf = self.folder / "nginx.conf"
-        temp = {name: self.folder / name for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi")}
-        conf.write_text(f"""
-worker_processes 1;
-daemon off;
-pid {self.folder}/nginx.pid;
-error_log {self.folder}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    types {{ application/json json; }}
-    default_type application/json;
-    client_body_temp_path {temp['body']};
-    proxy_temp_path {temp['proxy']};
-    fastcgi_temp_path {temp['fastcgi']};
-    uwsgi_temp_path {temp['uwsgi']};
-    scgi_temp_path {temp['scgi']};
-    server {{
-        listen 127.0.0.1:{self.port};
-        root {SITE};
-        location = /items {{ try_files /pages/$arg_page.json =404; }}
-    }}
-}}
-""")
-        self.process = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(self.folder)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"nginx did not listen on 127.0.0.1:{self.port}")
-
-    def __exit__(self, *exc) -> None:
-        if self.process:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def version(self) -> str:
-        out = run([NGINX, "-v"], check=False)
-        return (re.findall(r"nginx/(\S+)", out) or ["?"])[0]
+def serve_api(folder: Path) -> Nginx:
+    """nginx answering `GET /items?page=N` with the file of page N, its config and runtime files in folder."""
+    return Nginx(folder, SITE, mime_types={"application/json": "json"}, default_type="application/json",
+                 locations=("location = /items { try_files /pages/$arg_page.json =404; }",))
 
 
 # ---------------------------------------------------------------- tools
 
 
-@dataclass
-class Sample:
-    wall: float
-    rss_mb: float | None
-
-
-@dataclass
-class Result:
-    tool: str
-    wall: float | None = None
-    rss_mb: float | None = None
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.wall is not None
-
-    @property
-    def records_per_second(self) -> float | None:
-        return RECORDS / self.wall if self.ok else None
-
-
-def timed(argv: list[str], log_path: Path, *, cwd: Path, timeout: float) -> Sample:
-    """Runs argv under GNU time; wall time and peak RSS, or RuntimeError with the log's tail."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(prefix="haul-bench-rss-", delete=False) as rss_file:
-        rss_path = Path(rss_file.name)
-    with open(log_path, "wb") as logf:
-        logf.write(("$ " + " ".join(argv) + "\n").encode())
-        logf.flush()
-        start = time.monotonic()
-        p = subprocess.Popen([TIME, "-f", "%e %M", "-o", str(rss_path)] + argv, stdout=logf, stderr=logf,
-                             stdin=subprocess.DEVNULL, cwd=cwd, start_new_session=True)
-        try:
-            code = p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-            raise RuntimeError(f"timed out after {timeout:.0f} s")
-        wall = time.monotonic() - start
-    try:
-        peak_kb = int(rss_path.read_text().strip().splitlines()[-1].split()[-1])
-    except (OSError, IndexError, ValueError):
-        peak_kb = None
-    rss_path.unlink(missing_ok=True)
-    if code != 0:
-        raise RuntimeError(f"exit status {code}: {tail(log_path)}")
-    return Sample(wall, peak_kb / 1024 if peak_kb is not None else None)
-
-
-def tail(path: Path, chars: int = 400) -> str:
-    text = path.read_text(errors="replace").strip()
-    errors = [line for line in text.splitlines()[1:] if re.search(r"error|exception|fatal|panic", line, re.I)]
-    gist = errors[-1].strip() if errors else text[-chars:]
-    return re.sub(r"\s+", " ", gist)[:chars] + f" (log: {path.relative_to(BENCH)})"
-
-
-def fresh(folder: Path) -> Path:
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    return folder
-
-
 def run_curl(nginx: Nginx, concurrency: int, log_path: Path, timeout: float) -> Sample:
-    work = fresh(WORK / "curl")
+    work = reset_dir(WORK / "curl")
     config = work / "urls.txt"
     config.write_text("".join(f'url = "{nginx.base_url}/items?page={page}"\noutput = "pages/{page}.json"\n'
                               for page in range(1, PAGES + 1)))
     (work / "pages").mkdir()
     argv = ["curl", "--silent", "--show-error", "--fail", "--parallel", "--parallel-max", str(concurrency),
             "--config", str(config)]
-    sample = timed(argv, log_path, cwd=work, timeout=timeout)
+    sample = timed([argv], log_path, cwd=work, timeout=timeout)
     files = sorted((work / "pages").glob("*.json"))
     count = sum(len(json.loads(path.read_bytes())["data"]) for path in files)
     if len(files) != PAGES or count != RECORDS:
@@ -326,24 +181,24 @@ def verify_haul(out: Path) -> None:
 
 
 def run_haul(haul: Path, nginx: Nginx, concurrency: int, log_path: Path, timeout: float) -> Sample:
-    work = fresh(WORK / "haul")
+    work = reset_dir(WORK / "haul")
     (work / "job.toml").write_text(haul_job(nginx.base_url, concurrency))
     argv = [str(haul), "run", "--progress", "none", "--state-dir", str(work / "state"), "job.toml"]
-    sample = timed(argv, log_path, cwd=work, timeout=timeout)
+    sample = timed([argv], log_path, cwd=work, timeout=timeout)
     verify_haul(work / "out")
     return sample
 
 
 def run_dlt(nginx: Nginx, destination: str, log_path: Path, timeout: float) -> Sample:
-    work = fresh(WORK / "dlt")
+    work = reset_dir(WORK / "dlt")
     target = work / ("items.duckdb" if destination == "duckdb" else "files")
     argv = [str(VENV / "bin" / "python"), str(DLT_PEER), nginx.base_url, str(PAGES), destination, str(target),
             str(work / "pipelines")]
-    sample = timed(argv, log_path, cwd=work, timeout=timeout)
+    sample = timed([argv], log_path, cwd=work, timeout=timeout)
     if destination == "duckdb":
         query = (f"import duckdb; print(duckdb.connect({str(target)!r}, read_only=True)"
                  ".execute('select count(*), count(distinct id) from bench.items').fetchone())")
-        counted = run([str(VENV / "bin" / "python"), "-c", query]).strip()
+        counted = run([str(VENV / "bin" / "python"), "-c", query], with_stderr=True).strip()
         rows, distinct = (int(x) for x in re.findall(r"\d+", counted)[:2])
     else:
         ids = [json.loads(line)["id"] for path in target.rglob("items/*.jsonl") for line in open(path, "rb")]
@@ -355,27 +210,13 @@ def run_dlt(nginx: Nginx, destination: str, log_path: Path, timeout: float) -> S
 
 def setup_dlt() -> str:
     """Installs dlt into bench/.venv; returns its version."""
-    if not (VENV / "bin" / "python").exists():
-        log("dlt: creating bench/.venv …")
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    python = str(VENV / "bin" / "python")
+    python = str(ensure_venv("dlt"))
     if subprocess.run([python, "-c", "import dlt, duckdb"], capture_output=True).returncode != 0:
         log("dlt: pip install dlt[duckdb] into bench/.venv …")
-        run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "dlt[duckdb]"])
-    return run([python, "-c", "import dlt; print(dlt.__version__)"]).strip()
-
-
-def measure(tool: str, attempt, repeat: int) -> Result:
-    samples = []
-    for i in range(repeat):
-        log_path = LOGS / f"{tool}{'-' + str(i + 1) if repeat > 1 else ''}.log"
-        try:
-            samples.append(attempt(log_path))
-        except Exception as e:  # noqa: BLE001 - every failure is reported, the run goes on
-            return Result(tool, error=str(e)[:600])
-    rss = [s.rss_mb for s in samples if s.rss_mb is not None]
-    return Result(tool, wall=statistics.median(s.wall for s in samples),
-                  rss_mb=statistics.median(rss) if rss else None)
+        error = pip_install("dlt[duckdb]")
+        if error:
+            raise RuntimeError(f"pip install dlt[duckdb] failed: {error}")
+    return run([python, "-c", "import dlt; print(dlt.__version__)"], with_stderr=True).strip()
 
 
 # ---------------------------------------------------------------- report
@@ -383,20 +224,6 @@ def measure(tool: str, attempt, repeat: int) -> Result:
 
 def runs(count: int) -> str:
     return f"the median of {count} runs" if count > 1 else "one run"
-
-
-def fmt(x: float | None, spec: str) -> str:
-    return "—" if x is None else format(x, spec)
-
-
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown")
-    mem_kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
-    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    return (f"nproc {os.cpu_count()}, {mem_kb / 1048576:.1f} GiB memory, {cpu}, "
-            f"{platform.system()} {platform.release()}; load average at the end {load}"
-            " (a load above nproc means other work shared the machine: figures are noisier)")
 
 
 def report(results: list[Result], versions: str, concurrency: int, repeats: tuple[int, int],
@@ -409,7 +236,7 @@ def report(results: list[Result], versions: str, concurrency: int, repeats: tupl
         vs_curl = r.wall / curl.wall if r.ok and curl is not None and curl.ok else None
         vs_dlt = dlt.wall / r.wall if r.ok and dlt is not None and dlt.ok else None
         status = f"ok: {RECORDS:,} records verified" if r.ok else f"FAILED: {r.error}"
-        rows.append(f"| {r.tool} | {fmt(r.wall, '.2f')} | {fmt(r.records_per_second, ',.0f')} | "
+        rows.append(f"| {r.tool} | {fmt(r.wall, '.2f')} | {fmt(r.per_second(RECORDS), ',.0f')} | "
                     f"{fmt(vs_curl, '.2f')} | {fmt(vs_dlt, '.1f')} | {fmt(r.rss_mb, '.0f')} | "
                     f"{status.replace('|', '/')} |")
     targets = []
@@ -452,27 +279,12 @@ def report(results: list[Result], versions: str, concurrency: int, repeats: tupl
     return "\n".join(out) + "\n"
 
 
-START, END = "<!-- http-benchmark:start -->", "<!-- http-benchmark:end -->"
-
-
-def write_results(section: str) -> None:
-    """Replaces the HTTP API section of bench/RESULTS.md (or appends it)."""
-    block = f"{START}\n{section}{END}\n"
-    text = RESULTS.read_text() if RESULTS.exists() else "# haul benchmark results\n\n"
-    if START in text and END in text:
-        text = text[: text.index(START)] + block + text[text.index(END) + len(END) + 1:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    RESULTS.write_text(text)
-
-
 # ---------------------------------------------------------------- main
 
 
 def parse_args() -> argparse.Namespace:
-    target = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache" / "haul-target"))
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--haul", type=Path, default=target / "release" / "haul", help="haul release binary")
+    ap.add_argument("--haul", type=Path, default=DEFAULT_HAUL, help="haul release binary")
     ap.add_argument("--repeat", type=int, default=1, help="runs per measurement (median)")
     ap.add_argument("--dlt-repeat", type=int, default=1, help="runs of dlt (minutes each), median")
     ap.add_argument("--concurrency", type=int, default=4, help="requests in flight, for curl and haul")
@@ -486,39 +298,38 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    if not Path(TIME).exists():
-        log("installing GNU time (apt-get install -y time) …")
-        subprocess.run(["apt-get", "install", "-y", "-q", "time"], capture_output=True)
+    ensure_time()
     tools = args.tools.split(",")
     ensure_site()
     versions = []
     results = []
-    with tempfile.TemporaryDirectory(prefix="haul-bench-nginx-") as tmp, Nginx(Path(tmp)) as nginx:
+    with tempfile.TemporaryDirectory(prefix="haul-bench-nginx-") as tmp, serve_api(Path(tmp)) as nginx:
         versions.append(f"nginx {nginx.version()}")
         if "curl" in tools:
-            versions.append(run(["curl", "--version"]).splitlines()[0].split(" (")[0])
+            versions.append(run(["curl", "--version"], with_stderr=True).splitlines()[0].split(" (")[0])
             log("curl …")
             results.append(measure("curl", lambda path: run_curl(nginx, args.concurrency, path, args.timeout),
-                                   args.repeat))
+                                   args.repeat, LOGS / "curl"))
         if "haul" in tools:
             haul = args.haul.resolve()
-            versions.append(run([str(haul), "--version"], check=False).strip() if haul.exists() else f"no haul at {haul}")
+            versions.append(run([str(haul), "--version"], check=False, with_stderr=True).strip()
+                            if haul.exists() else f"no haul at {haul}")
             log("haul …")
             results.append(measure("haul", lambda path: run_haul(haul, nginx, args.concurrency, path, args.timeout),
-                                   args.repeat))
+                                   args.repeat, LOGS / "haul"))
         if "dlt" in tools:
             versions.append(f"dlt {setup_dlt()}")
             log(f"dlt ({args.dlt_destination}) …")
             results.append(measure("dlt", lambda path: run_dlt(nginx, args.dlt_destination, path, args.timeout),
-                                   args.dlt_repeat))
+                                   args.dlt_repeat, LOGS / "dlt"))
         for result in results:
-            log(f"{result.tool}: " + (f"{result.wall:.2f} s, {result.records_per_second:,.0f} records/s, "
+            log(f"{result.tool}: " + (f"{result.wall:.2f} s, {result.per_second(RECORDS):,.0f} records/s, "
                                       f"{fmt(result.rss_mb, '.0f')} MB" if result.ok else f"FAILED: {result.error}"))
     section = report(results, ", ".join(versions), args.concurrency, (args.repeat, args.dlt_repeat),
                      args.dlt_destination)
     print("\n" + section)
     if not args.no_results:
-        write_results(section)
+        write_results(section, marker="http-benchmark")
         log(f"written: {RESULTS.relative_to(BENCH.parent)}")
     return 0
 

@@ -14,10 +14,10 @@ table and the output folder of a temporary copy of each).
 
 How:
 
-* The data and the measuring come from bench/copy.py: the same table (made
-  by copy.py's SQL when missing), every run under /usr/bin/time (wall time of
-  the command, peak RSS of haul). `--rows N` uses a table `bench_rows_small`
-  of N rows made the same way, for quick end-to-end checks.
+* The data and the measuring are the copy benchmark's (bench/benchlib.py):
+  the same table (made when missing), every run under /usr/bin/time (wall
+  time of the command, peak RSS of haul). `--rows N` uses a table
+  `bench_rows_small` of N rows made the same way, for quick end-to-end checks.
 * Every run is verified: exit status 0, the JSONL output holds exactly the
   expected number of lines (the row count, or for filter/validate/chain a SQL
   count of the rows that meet the same condition), and haul's summary line
@@ -42,14 +42,14 @@ from __future__ import annotations
 import os
 import sys
 
-# bench/copy.py would shadow the standard library's `copy` (which dataclasses
-# imports): keep this folder off sys.path and load copy.py by its path.
+# This folder holds copy.py and http.py, which would shadow the standard
+# library's `copy` (which dataclasses imports) and `http`: search it after the
+# standard library, where benchlib is still found.
 if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
-    del sys.path[0]
+    sys.path.append(sys.path.pop(0))
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
-import importlib.util  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
@@ -60,25 +60,14 @@ from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Callable  # noqa: E402
 
+from benchlib import (  # noqa: E402
+    BENCH, DEFAULT_HAUL, RESULTS, ROWS, count_lines, ensure_time, log, machine, make_pg_table,
+    pg_count, psql, reset_dir, run, timed, write_results,
+)
 
-def load_copy_module():
-    path = Path(__file__).resolve().parent / "copy.py"
-    sys.dont_write_bytecode = True  # no bench/__pycache__ from loading copy.py by path
-    spec = importlib.util.spec_from_file_location("haul_bench_copy", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses looks their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
-cb = load_copy_module()
-log = cb.log
-
-BENCH = cb.BENCH
 JOBS = BENCH / "jobs" / "processors"
-OUT = cb.OUT / "processors"
-LOGS = cb.LOGS
-RESULTS = cb.RESULTS
+OUT = BENCH / "out" / "processors"
+LOGS = BENCH / "out" / "logs"  # shared with the copy benchmark
 BIG_TABLE, SMALL_TABLE = "bench_rows", "bench_rows_small"
 MASK_KEY = "haul-bench-processors-mask-key"
 HEADING = "## Processors"
@@ -192,25 +181,18 @@ class Result:
 
 
 def ensure_table(table: str, rows: int) -> None:
-    """Makes `table` with copy.py's schema and rows 1..rows unless it already holds rows rows."""
-    if cb.pg_count(table) == rows:
+    """Makes `table` with bench_rows' schema and rows 1..rows unless it already holds rows rows."""
+    if pg_count(table) == rows:
         log(f"data: {rows:,} rows in PostgreSQL test.{table}")
         return
     log(f"data: generating {rows:,} rows in PostgreSQL test.{table} …")
     t = time.monotonic()
-    schema = cb.PG_SCHEMA.replace("CREATE TABLE bench_rows (", f"CREATE TABLE {table} (")
-    fill = cb.PG_FILL.replace("INSERT INTO bench_rows (", f"INSERT INTO {table} (") \
-                     .replace(f"generate_series(1::bigint, {cb.ROWS})", f"generate_series(1::bigint, {rows})")
-    assert table in schema and table in fill and f", {rows})" in fill, "copy.py's SQL changed shape"
-    cb.psql(f"DROP TABLE IF EXISTS {table}")
-    cb.psql(schema)
-    cb.psql(fill)
-    cb.psql(f"VACUUM ANALYZE {table}")
+    make_pg_table(table, rows)
     log(f"data: ready in {time.monotonic() - t:.1f} s")
 
 
 def sql_count(table: str, predicate: str | None) -> int:
-    return int(cb.psql(f"SELECT count(*) FROM {table}" + (f" WHERE {predicate}" if predicate else "")))
+    return int(psql(f"SELECT count(*) FROM {table}" + (f" WHERE {predicate}" if predicate else "")))
 
 
 # ---------------------------------------------------------------- running
@@ -244,15 +226,15 @@ def run_once(spec: Spec, result: Result, haul: Path, table: str, rows: int, work
     state = work / f"state-{spec.name}"
     job = job_copy(spec, table, out_dir, work)
     log_path = LOGS / f"processors-{log_name}.log"
-    cb.reset_dir(out_dir)
-    cb.reset_dir(state)
+    reset_dir(out_dir)
+    reset_dir(state)
     try:
         try:
-            sample = cb.timed([[str(haul), "run", "--progress", "none", "--restart", "--state-dir", str(state), str(job)]],
-                              log_path, env=env, cwd=work, timeout=timeout)
+            sample = timed([[str(haul), "run", "--progress", "none", "--restart", "--state-dir", str(state), str(job)]],
+                           log_path, env=env, cwd=work, timeout=timeout)
         except RuntimeError as e:  # name the committed job file (same lines) instead of the temporary copy
             raise RuntimeError(str(e).replace(str(job), str((JOBS / job.name).relative_to(BENCH.parent)))) from None
-        lines = cb.count_lines(out_dir)
+        lines = count_lines(out_dir)
         where = f" (log: {log_path.relative_to(BENCH)})"
         if lines != result.written:
             raise RuntimeError(f"{lines:,} output lines, expected {result.written:,}{where}")
@@ -331,7 +313,7 @@ def describe_jobs() -> list[str]:
 
 def report(results: list[Result], haul: Path, table: str, rows: int, repeat: int, warmup: bool,
            load_start: str) -> str:
-    version = cb.run([str(haul), "--version"], check=False).strip() if haul.exists() else f"no binary at {haul}"
+    version = run([str(haul), "--version"], check=False).strip() if haul.exists() else f"no binary at {haul}"
     build = "release" if "release" in haul.parts else ("debug: figures are meaningless" if "debug" in haul.parts
                                                         else str(haul))
     out = [
@@ -339,8 +321,8 @@ def report(results: list[Result], haul: Path, table: str, rows: int, repeat: int
         "",
         f"Written by `python3 bench/processors.py` on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.",
         "",
-        f"- Machine: {cb.machine()}; load average at the start {load_start}",
-        f"- Versions: PostgreSQL {cb.psql('SHOW server_version').split()[0]}, {version} ({build})",
+        f"- Machine: {machine()}; load average at the start {load_start}",
+        f"- Versions: PostgreSQL {psql('SHOW server_version').split()[0]}, {version} ({build})",
         f"- Data: PostgreSQL → JSONL file, table `{table}`, {rows:,} rows, 11 columns (the copy benchmark's"
         " table and job: parallelism 2, batch size 5000); jobs in bench/jobs/processors/.",
         f"- Each figure: {'the median of ' + str(repeat) + ' runs (in rounds over all jobs)' if repeat > 1 else 'one run'}"
@@ -359,32 +341,15 @@ def report(results: list[Result], haul: Path, table: str, rows: int, repeat: int
     return "\n".join(out) + "\n"
 
 
-def write_results(section: str) -> None:
-    """Replaces the `## Processors` section of bench/RESULTS.md (up to the next `## ` heading) or appends it."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# haul benchmark results\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip("\n") == HEADING), None)
-    if start is None:
-        RESULTS.write_text(text.rstrip("\n") + "\n\n" + section)
-        return
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    # A marker comment just above the next heading (such as the copy section's) belongs to it.
-    while end < len(lines) and end > start + 1 and lines[end - 1].startswith("<!--"):
-        end -= 1
-    rest = "".join(lines[end:])
-    RESULTS.write_text("".join(lines[:start]) + section + ("\n" + rest if rest else ""))
-
-
 # ---------------------------------------------------------------- main
 
 
 def parse_args() -> argparse.Namespace:
-    target = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache" / "haul-target"))
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--haul", type=Path, default=target / "release" / "haul", help="haul release binary")
+    ap.add_argument("--haul", type=Path, default=DEFAULT_HAUL, help="haul release binary")
     ap.add_argument("--repeat", type=int, default=1, help="runs per job (median)")
-    ap.add_argument("--rows", type=int, default=cb.ROWS,
-                    help=f"rows to copy; other than {cb.ROWS:,} uses table {SMALL_TABLE} (made when needed)")
+    ap.add_argument("--rows", type=int, default=ROWS,
+                    help=f"rows to copy; other than {ROWS:,} uses table {SMALL_TABLE} (made when needed)")
     ap.add_argument("--cases", default=",".join(s.name for s in SPECS),
                     help="comma-separated jobs of bench/jobs/processors (reference is always run)")
     ap.add_argument("--no-warmup", dest="warmup", action="store_false",
@@ -404,10 +369,9 @@ def main() -> int:
     haul = args.haul.resolve()
     if not haul.exists():
         sys.exit(f"no haul binary at {haul} (build it with `cargo build --release --bin haul`)")
-    if not cb.ensure_time():
-        log("warning: GNU time is missing and could not be installed: peak RSS will show as —")
+    ensure_time()
     load_start = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    table = BIG_TABLE if args.rows == cb.ROWS else SMALL_TABLE
+    table = BIG_TABLE if args.rows == ROWS else SMALL_TABLE
     ensure_table(table, args.rows)
 
     results = []

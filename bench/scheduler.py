@@ -28,27 +28,30 @@ Standard library only.
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import json
 import os
-import re
-import statistics
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-RESULTS = BENCH / "RESULTS.md"
-TARGET_DIR = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache" / "haul-target"))
+# This folder holds copy.py and http.py, which would shadow the standard
+# library's `copy` and `http` (which urllib.request imports): search it after
+# the standard library, where benchlib is still found.
+if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
+    sys.path.append(sys.path.pop(0))
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from benchlib import DEFAULT_HAUL, RESULTS, logger, machine, write_results  # noqa: E402
+
 START = "## Scheduler"
-
-
-def log(message: str) -> None:
-    print(f"[scheduler] {message}", file=sys.stderr, flush=True)
+log = logger("[scheduler] ", sys.stderr)
 
 
 class Server:
@@ -171,13 +174,6 @@ def bench_cron(haul: Path, work: Path, seconds: int) -> dict:
         server.stop()
 
 
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown")
-    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    return f"nproc {os.cpu_count()}, {cpu}; load average at the end {load}"
-
-
 def report(shards: int, slots: int, tiny: dict, cron: dict) -> str:
     rate = shards / tiny["server_s"]
     local_rate = shards / tiny["local_s"]
@@ -187,7 +183,7 @@ def report(shards: int, slots: int, tiny: dict, cron: dict) -> str:
 
 Written by `python3 bench/scheduler.py` on {now}.
 
-- Machine: {machine()}.
+- Machine: {machine(brief=True)}.
 - Shards: {shards:,} tiny shards (one JSON Lines file of one record each; `file` source → `stdout` sink),
   `haul server --slots {slots}` with job parallelism {slots}; time from the API trigger to the run's end
   (store timestamps). Side by side: the same job with `haul run` (wall time of the command, process start
@@ -211,16 +207,9 @@ p99 tick-to-start at most 50 ms: {"yes" if percentile(starts, 0.99) <= 50 else "
 """
 
 
-def write_results(section: str) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# haul benchmark results\n\n"
-    pattern = re.compile(rf"^{re.escape(START)}\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
-    RESULTS.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--haul", type=Path, default=TARGET_DIR / "release" / "haul")
+    parser.add_argument("--haul", type=Path, default=DEFAULT_HAUL)
     parser.add_argument("--shards", type=int, default=10_000)
     parser.add_argument("--slots", type=int, default=8)
     parser.add_argument("--cron-seconds", type=int, default=60)
