@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 
 use crate::deadletter::DeadLetters;
 use crate::error_limit::ErrorLimit;
-use crate::flow::{RateLimitSpec, Throttle};
+use crate::flow::{InProcessLimiter, Limiter, RateLimitSpec, Throttle};
 use crate::plugin::WriterContext;
 use crate::progress::{RunProgress, ShardCounters, ShardPhase, ShardProgress};
 use crate::transient::is_transient;
@@ -50,12 +50,15 @@ pub struct RunSettings {
     pub retry: RetryPolicy,
     pub error_limit: ErrorLimit,
     pub rate_limit: RateLimitSpec,
+    /// Where `rate_limit` takes its permits: this process's own buckets, or a
+    /// limiter shared by every worker.
+    pub limiter: Arc<dyn Limiter>,
     /// A shard still going this long after it started fails (retries included).
     pub shard_timeout: Option<Duration>,
 }
 
 impl RunSettings {
-    /// The settings a job file gives a run.
+    /// The settings a job file gives a run, limited in this process alone.
     pub fn for_job(spec: &crate::job::JobSpec, run_id: &str) -> Self {
         RunSettings {
             job: spec.name.clone(),
@@ -66,6 +69,7 @@ impl RunSettings {
             retry: spec.retry,
             error_limit: spec.error_limit,
             rate_limit: spec.rate_limit,
+            limiter: Arc::new(InProcessLimiter::new()),
             shard_timeout: spec.platform.shard_timeout.map(|timeout| timeout.0),
         }
     }
@@ -174,7 +178,7 @@ pub async fn execute(
 ) -> RunReport {
     let started = Instant::now();
     let context = Arc::new(RunContext {
-        throttle: Throttle::new(&settings.rate_limit),
+        throttle: Throttle::new(&settings.job, &settings.rate_limit, settings.limiter.clone()),
         pipeline,
         settings,
         ledger,

@@ -229,6 +229,7 @@ fn settings(error_limit: haul_collect_core::error_limit::ErrorLimit) -> RunSetti
         },
         error_limit,
         rate_limit: Default::default(),
+        limiter: Arc::new(haul_collect_core::flow::InProcessLimiter::new()),
         shard_timeout: None,
     }
 }

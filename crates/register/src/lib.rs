@@ -1,13 +1,18 @@
 //! haul's coordination layer: the traits through which runs, shards and
 //! workers coordinate — starting with the [`store::Store`], the source of truth
 //! for jobs' incremental state, runs and the shard ledger — and their backends
-//! (SQLite today; MySQL and PostgreSQL behind the same trait). The records and
+//! (SQLite today; MySQL and PostgreSQL behind the same trait). Beside it, the
+//! services that may lose their state: the shared [`limiter`] and the
+//! [`seen`] set, in process or on Redis ([`redis_link`]). The records and
 //! state machines they share live in [`model`]. This crate depends only on
-//! `haul-collect-core` among haul's crates; it knows nothing of the scheduler,
-//! the server or concrete plugins.
+//! `haul-collect-core` and `haul-common` among haul's crates; it knows nothing
+//! of the scheduler, the server or concrete plugins.
 
 pub mod ledger;
+pub mod limiter;
 pub mod model;
+pub mod redis_link;
+pub mod seen;
 pub mod store;
 
 pub use model::{
