@@ -54,24 +54,17 @@ pub enum Error {
     Redis(#[from] redis::RedisError),
 }
 
-/// Where a backend opened by URL lives.
-pub(crate) enum Backend {
-    InProcess,
-    Redis(Client),
-}
-
-impl Backend {
-    /// `memory://` or no URL: this process; `redis://` or `rediss://`: Redis.
-    pub(crate) fn from_url(url: Option<&str>) -> Result<Backend, Error> {
-        let Some(url) = url else {
-            return Ok(Backend::InProcess);
-        };
-        match url.split_once("://").map(|(scheme, _)| scheme) {
-            Some("memory") => Ok(Backend::InProcess),
-            Some("redis" | "rediss") => Ok(Backend::Redis(Client::open(url)?)),
-            Some(other) => Err(Error::Scheme(other.to_string())),
-            None => Err(Error::Scheme(String::new())),
-        }
+/// The Redis client a backend URL names: `None` for a backend in this
+/// process (no URL, or `memory://`), a client for `redis://` or `rediss://`.
+pub(crate) fn redis_client(url: Option<&str>) -> Result<Option<Client>, Error> {
+    let Some(url) = url else {
+        return Ok(None);
+    };
+    match url.split_once("://").map(|(scheme, _)| scheme) {
+        Some("memory") => Ok(None),
+        Some("redis" | "rediss") => Ok(Some(Client::open(url)?)),
+        Some(other) => Err(Error::Scheme(other.to_string())),
+        None => Err(Error::Scheme(String::new())),
     }
 }
 
@@ -181,12 +174,12 @@ mod tests {
 
     #[test]
     fn urls_choose_the_backend() {
-        assert!(matches!(Backend::from_url(None), Ok(Backend::InProcess)));
-        assert!(matches!(Backend::from_url(Some("memory://")), Ok(Backend::InProcess)));
-        assert!(matches!(Backend::from_url(Some("redis://127.0.0.1:6379/0")), Ok(Backend::Redis(_))));
-        let unknown = Backend::from_url(Some("zk://127.0.0.1:2181")).err().unwrap();
+        assert!(matches!(redis_client(None), Ok(None)));
+        assert!(matches!(redis_client(Some("memory://")), Ok(None)));
+        assert!(matches!(redis_client(Some("redis://127.0.0.1:6379/0")), Ok(Some(_))));
+        let unknown = redis_client(Some("zk://127.0.0.1:2181")).err().unwrap();
         assert_eq!(unknown.to_string(), "unknown url scheme `zk`; expected memory:// or redis://HOST:PORT/DB");
-        assert!(matches!(Backend::from_url(Some("127.0.0.1:6379")), Err(Error::Scheme(_))));
-        assert!(matches!(Backend::from_url(Some("redis://:secret@[::1")), Err(Error::Redis(_))));
+        assert!(matches!(redis_client(Some("127.0.0.1:6379")), Err(Error::Scheme(_))));
+        assert!(matches!(redis_client(Some("redis://:secret@[::1")), Err(Error::Redis(_))));
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 pub use haul_collect_core::flow::{Admission, Error, InProcessLimiter, Limit, Limiter};
 pub use redis_limiter::RedisLimiter;
 
-use crate::redis_link::{self, Backend, RedisOptions};
+use crate::redis_link::{self, RedisOptions};
 
 /// How [`open`] builds a limiter.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,8 +34,23 @@ impl Default for LimiterOptions {
 /// `redis://HOST:PORT/DB` (or `rediss://`) for one shared through Redis.
 /// Redis is reached lazily: opening succeeds while it is down.
 pub fn open(url: Option<&str>, options: &LimiterOptions) -> Result<Arc<dyn Limiter>, redis_link::Error> {
-    Ok(match Backend::from_url(url)? {
-        Backend::InProcess => Arc::new(InProcessLimiter::new()),
-        Backend::Redis(client) => Arc::new(RedisLimiter::new(client, options)?),
+    Ok(match redis_link::redis_client(url)? {
+        None => Arc::new(InProcessLimiter::new()),
+        Some(client) => Arc::new(RedisLimiter::new(client, options)?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn urls_open_their_backend() {
+        let options = LimiterOptions::default();
+        let described = |url| format!("{:?}", open(url, &options).unwrap());
+        assert!(described(None).starts_with("InProcessLimiter"));
+        assert!(described(Some("memory://")).starts_with("InProcessLimiter"));
+        assert!(described(Some("redis://127.0.0.1:6379/0")).starts_with("RedisLimiter"));
+        assert!(matches!(open(Some("zk://127.0.0.1:2181"), &options), Err(redis_link::Error::Scheme(_))));
+    }
 }

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 pub use in_process::InProcessSeenSet;
 pub use redis_seen_set::RedisSeenSet;
 
-use crate::redis_link::{self, Backend, RedisOptions};
+use crate::redis_link::{self, RedisOptions};
 
 /// Sets of keys already met, one per namespace.
 ///
@@ -67,8 +67,23 @@ impl Default for SeenSetOptions {
 /// alone, `redis://HOST:PORT/DB` (or `rediss://`) for one shared through
 /// Redis. Redis is reached lazily: opening succeeds while it is down.
 pub fn open(url: Option<&str>, options: &SeenSetOptions) -> Result<Arc<dyn SeenSet>, redis_link::Error> {
-    Ok(match Backend::from_url(url)? {
-        Backend::InProcess => Arc::new(InProcessSeenSet::new()),
-        Backend::Redis(client) => Arc::new(RedisSeenSet::new(client, options)?),
+    Ok(match redis_link::redis_client(url)? {
+        None => Arc::new(InProcessSeenSet::new()),
+        Some(client) => Arc::new(RedisSeenSet::new(client, options)?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn urls_open_their_backend() {
+        let options = SeenSetOptions::default();
+        let described = |url| format!("{:?}", open(url, &options).unwrap());
+        assert!(described(None).starts_with("InProcessSeenSet"));
+        assert!(described(Some("memory://")).starts_with("InProcessSeenSet"));
+        assert!(described(Some("redis://127.0.0.1:6379/0")).starts_with("RedisSeenSet"));
+        assert!(matches!(open(Some("amqp://127.0.0.1"), &options), Err(redis_link::Error::Scheme(_))));
+    }
 }
