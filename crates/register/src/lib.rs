@@ -3,15 +3,18 @@
 //! for jobs' incremental state, runs and the shard ledger — and their backends
 //! (SQLite today; MySQL and PostgreSQL behind the same trait). Beside it, the
 //! services that may lose their state: the shared [`limiter`] and the
-//! [`seen`] set, in process or on Redis ([`redis_link`]). The records and
-//! state machines they share live in [`model`]. This crate depends only on
-//! `haul-collect-core` and `haul-common` among haul's crates; it knows nothing
-//! of the scheduler, the server or concrete plugins.
+//! [`seen`] set, in process or on Redis ([`redis_link`]), and the
+//! [`registry`] of worker membership, leader election and the config centre,
+//! in process or on ZooKeeper. The records and state machines they share live
+//! in [`model`]. This crate depends only on `haul-collect-core` and
+//! `haul-common` among haul's crates; it knows nothing of the scheduler, the
+//! server or concrete plugins.
 
 pub mod ledger;
 pub mod limiter;
 pub mod model;
 pub mod redis_link;
+pub mod registry;
 pub mod seen;
 pub mod store;
 

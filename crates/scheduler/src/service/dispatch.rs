@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use haul_common::clock::Clock;
-use tokio::sync::oneshot;
+use haul_common::shutdown::CancellationToken;
+use tokio::sync::{oneshot, watch};
 
 use crate::planner::{self, Aging, Quotas, WaitingShard};
 
@@ -76,6 +77,38 @@ impl SlotDispatcher {
             // dispatcher outlives its waiters (they hold an `Arc` to it).
             Err(_) => unreachable!("a waiter is granted or stays waiting"),
         }
+    }
+
+    /// Replaces the pool limits. A raised limit admits waiting shards at once;
+    /// a lowered one stops nothing that runs, and admits no new shard of the
+    /// pool until its running shards fall below it.
+    pub fn set_pool_limits(self: &Arc<Self>, pool_limits: HashMap<String, usize>) {
+        let refused = {
+            let mut state = self.lock();
+            state.quotas.pool_limits = pool_limits;
+            self.grant(&mut state)
+        };
+        drop(refused);
+    }
+
+    /// Applies each new value of `pool_limits` (the config centre's `pools`
+    /// document) until the sender is gone or `shutdown`.
+    pub fn follow_pool_limits(
+        self: &Arc<Self>,
+        mut pool_limits: watch::Receiver<HashMap<String, usize>>,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let dispatcher = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let limits = pool_limits.borrow_and_update().clone();
+                dispatcher.set_pool_limits(limits);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    changed = pool_limits.changed() => if changed.is_err() { return },
+                }
+            }
+        })
     }
 
     pub fn load(&self) -> DispatchLoad {
@@ -194,6 +227,49 @@ mod tests {
         assert_eq!(dispatcher.load(), DispatchLoad { slots: 3, busy: 2, waiting: 0 });
         drop((b1, c2));
         assert_eq!(dispatcher.load(), DispatchLoad { slots: 3, busy: 0, waiting: 0 });
+    }
+
+    #[tokio::test]
+    async fn followed_pool_limits_apply_to_waiting_and_later_shards() {
+        let dispatcher = dispatcher(3, &[("small", 1)]);
+        let (limits, followed) = watch::channel(HashMap::from([("small".to_string(), 1)]));
+        let shutdown = CancellationToken::new();
+        let following = dispatcher.follow_pool_limits(followed, shutdown.clone());
+        let a1 = dispatcher.acquire(shard("a", "small", 0, "1"), 5).await;
+        let waiting_a2 = tokio::spawn({
+            let dispatcher = dispatcher.clone();
+            async move { dispatcher.acquire(shard("a", "small", 0, "2"), 5).await }
+        });
+        while dispatcher.load().waiting < 1 {
+            tokio::task::yield_now().await;
+        }
+        // Raised: the waiting shard starts at once.
+        limits.send_replace(HashMap::from([("small".to_string(), 2)]));
+        let a2 = waiting_a2.await.unwrap();
+        assert_eq!(dispatcher.load(), DispatchLoad { slots: 3, busy: 2, waiting: 0 });
+
+        // Lowered below what runs: nothing stops, nothing new starts until
+        // the pool is under the new limit.
+        limits.send_replace(HashMap::from([("small".to_string(), 1)]));
+        while dispatcher.lock().quotas.pool_limits["small"] != 1 {
+            tokio::task::yield_now().await;
+        }
+        let waiting_a3 = tokio::spawn({
+            let dispatcher = dispatcher.clone();
+            async move { dispatcher.acquire(shard("a", "small", 0, "3"), 5).await }
+        });
+        while dispatcher.load().waiting < 1 {
+            tokio::task::yield_now().await;
+        }
+        drop(a1);
+        assert_eq!(dispatcher.load(), DispatchLoad { slots: 3, busy: 1, waiting: 1 });
+        drop(a2);
+        let a3 = waiting_a3.await.unwrap();
+        assert_eq!(dispatcher.load(), DispatchLoad { slots: 3, busy: 1, waiting: 0 });
+        drop(a3);
+
+        shutdown.cancel();
+        following.await.unwrap();
     }
 
     #[tokio::test]

@@ -178,6 +178,15 @@ impl Platform {
         &self.inner.store
     }
 
+    /// Takes new pool limits from `pool_limits` as they change (the config
+    /// centre's `pools` document), replacing `config.pools`, until shutdown.
+    pub fn follow_pool_limits(
+        &self,
+        pool_limits: tokio::sync::watch::Receiver<HashMap<String, usize>>,
+    ) -> tokio::task::JoinHandle<()> {
+        self.inner.dispatcher.follow_pool_limits(pool_limits, self.inner.shutdown.clone())
+    }
+
     pub fn dispatch_load(&self) -> dispatch::DispatchLoad {
         self.inner.dispatcher.load()
     }
