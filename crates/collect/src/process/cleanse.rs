@@ -19,6 +19,7 @@ use haul_collect_core::{Batch, DataType, Field, Processed, Processor, Schema, Va
 use serde::Deserialize;
 
 use super::cleanse_text::{self, Case};
+use super::column_edit::{ColumnEdit, ColumnSource};
 use super::dedup::{Dedup, DedupConfig};
 
 /// `true`, `false`, or a list of the fields a step applies to.
@@ -214,16 +215,18 @@ impl Cleanse {
             .filter(|(name, _)| schema.index_of(name).is_none() && !self.drop_fields.contains(name))
             .map(|(name, value)| (Field::new(name.clone(), data_type_of(value)), value.clone()))
             .collect();
-        let keep: Vec<bool> = schema.fields.iter().map(|field| !self.drop_fields.contains(&field.name)).collect();
-        let dropping = kept.len() < schema.fields.len();
-        let schema = if dropping || !appended.is_empty() {
+        let output = if kept.len() < schema.fields.len() || !appended.is_empty() {
             let fields = kept.into_iter().cloned().chain(appended.iter().map(|(field, _)| field.clone())).collect();
             Arc::new(Schema::new(fields))
         } else {
             Arc::clone(schema)
         };
-        let keep = if dropping { Some(keep) } else { None };
-        Ok(CleansePlan { schema, keep, steps, appended: appended.into_iter().map(|(_, value)| value).collect() })
+        let sources = (0..schema.fields.len())
+            .filter(|&index| !self.drop_fields.contains(&schema.fields[index].name))
+            .map(ColumnSource::Input)
+            .chain(appended.into_iter().map(|(_, value)| ColumnSource::Fill(value)))
+            .collect();
+        Ok(CleansePlan { columns: ColumnEdit::new(output, sources, schema.fields.len()), steps })
     }
 }
 
@@ -292,27 +295,12 @@ impl FieldSteps {
 
 /// What `cleanse` does to the records of one batch.
 struct CleansePlan {
-    /// The output schema: the input's own `Arc` when no field is dropped or added.
-    schema: Arc<Schema>,
-    /// Which input fields stay, when some are dropped.
-    keep: Option<Vec<bool>>,
+    /// Dropped fields out, the defaults of fields the input lacks appended;
+    /// the output schema is the input's own `Arc` when no field is dropped
+    /// or added.
+    columns: ColumnEdit,
     /// Steps by position in the output record.
     steps: Vec<(usize, FieldSteps)>,
-    /// Defaults of the fields the input lacks, appended to each record.
-    appended: Vec<Value>,
-}
-
-impl CleansePlan {
-    fn apply(&self, row: &mut Vec<Value>) {
-        if let Some(keep) = &self.keep {
-            let mut keep = keep.iter();
-            row.retain(|_| keep.next().copied().unwrap_or(false));
-        }
-        for (index, steps) in &self.steps {
-            steps.apply(&mut row[*index]);
-        }
-        row.extend(self.appended.iter().cloned());
-    }
 }
 
 impl DropRecords {
@@ -332,18 +320,20 @@ impl DropRecords {
 impl Processor for Cleanse {
     async fn process(&self, shard: &str, batch: Batch) -> anyhow::Result<Processed> {
         let plan = self.plan(&batch.schema)?;
-        let mut rows = batch.rows;
+        let Batch { schema, mut rows } = plan.columns.apply(batch.rows);
         for row in &mut rows {
-            plan.apply(row);
+            for (index, steps) in &plan.steps {
+                steps.apply(&mut row[*index]);
+            }
         }
         if let Some(drop_records) = self.drop_records {
             rows.retain(|row| !drop_records.drops(row));
         }
         if let Some(dedup) = self.dedup.as_ref().filter(|_| !rows.is_empty()) {
-            let key = dedup.key_indices(&plan.schema)?;
+            let key = dedup.key_indices(&schema)?;
             dedup.retain_first(shard, &mut rows, &key).await?;
         }
-        Ok(Processed::pass(Batch::new(plan.schema, rows)))
+        Ok(Processed::pass(Batch::new(schema, rows)))
     }
 
     async fn committed(&self, shard: &str) -> anyhow::Result<()> {

@@ -6,6 +6,7 @@ pub mod cast;
 mod cast_value;
 pub mod cleanse;
 mod cleanse_text;
+mod column_edit;
 pub mod dedup;
 mod dedup_runs;
 pub mod detect;

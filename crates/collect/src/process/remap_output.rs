@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use haul_collect_core::{Batch, DataType, Field, Schema, Value};
 
+use super::column_edit::{ColumnEdit, ColumnSource};
 use super::vrl_bridge::{as_through_vrl, vrl_to_value};
 use super::vrl_record::RecordSlots;
 
@@ -113,7 +114,6 @@ impl RemapOutput {
             column.present |= !given;
         }
         let width = columns.len();
-        let absent: Vec<usize> = (0..width).filter(|&index| !columns[index].present).collect();
         let mixed: Vec<usize> = (0..width)
             .filter(|&index| columns[index].present && columns[index].data_type == Some(DataType::Json))
             .collect();
@@ -124,11 +124,8 @@ impl RemapOutput {
                     row[index] = Value::Json(row[index].to_json());
                 }
             }
-            for &index in absent.iter().rev() {
-                row.remove(index);
-            }
         }
-        let fields = columns
+        let (fields, sources) = columns
             .into_iter()
             .enumerate()
             .filter(|(_, column)| column.present)
@@ -139,9 +136,9 @@ impl RemapOutput {
                     None => known.map_or(DataType::String, |field| field.data_type),
                 };
                 let nullable = known.is_none_or(|field| field.nullable) || column.has_null;
-                Field { name: column.name, data_type, nullable }
+                (Field { name: column.name, data_type, nullable }, ColumnSource::Input(index))
             })
-            .collect();
-        Batch::new(Arc::new(Schema::new(fields)), rows)
+            .unzip();
+        ColumnEdit::new(Arc::new(Schema::new(fields)), sources, width).apply(rows)
     }
 }

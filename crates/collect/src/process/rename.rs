@@ -12,6 +12,8 @@ use haul_collect_core::registry::{OptionError, OptionInfo, Plugin, PluginInfo, R
 use haul_collect_core::{Batch, Field, Processed, Processor, Schema};
 use serde::Deserialize;
 
+use super::column_edit::ColumnEdit;
+
 /// The `rename` processor's options in a job file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,7 +86,7 @@ impl Rename {
 impl Processor for Rename {
     async fn process(&self, _shard: &str, batch: Batch) -> anyhow::Result<Processed> {
         Ok(Processed::pass(match self.renamed_schema(&batch.schema)? {
-            Some(schema) => Batch { schema: Arc::new(schema), rows: batch.rows },
+            Some(schema) => ColumnEdit::schema_only(Arc::new(schema)).apply(batch.rows),
             None => batch,
         }))
     }

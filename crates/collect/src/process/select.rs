@@ -1,8 +1,8 @@
 //! The `select` and `drop` processors: one projection of fields, built once
 //! per batch. `select` keeps the listed fields in the listed order (a field
 //! the batch lacks is an error naming it, or a null with `missing = "null"`);
-//! `drop` removes the listed fields and skips those the batch lacks. When the
-//! kept fields stay in their order, records are compacted in place.
+//! `drop` removes the listed fields and skips those the batch lacks. Records
+//! are edited in place (see [`super::column_edit`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -12,6 +12,8 @@ use async_trait::async_trait;
 use haul_collect_core::registry::{OptionError, OptionInfo, Plugin, PluginInfo, Role};
 use haul_collect_core::{Batch, DataType, Field, Processed, Processor, Schema, Value};
 use serde::Deserialize;
+
+use super::column_edit::{ColumnEdit, ColumnSource};
 
 /// What `select` does with a listed field a batch lacks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -106,77 +108,33 @@ pub enum Project {
     Drop { fields: HashSet<String> },
 }
 
-/// For each output field, the input position it comes from (`None`: null).
-struct Projection {
-    schema: Schema,
-    sources: Vec<Option<usize>>,
-}
-
-impl Projection {
-    /// True when every output field comes from a later input position than the one before.
-    fn keeps_order(&self) -> bool {
-        let mut previous = None;
-        self.sources.iter().all(|source| match source {
-            Some(index) if previous.is_none_or(|previous| *index > previous) => {
-                previous = Some(*index);
-                true
-            }
-            _ => false,
-        })
-    }
-
-    fn apply(&self, row: &mut Vec<Value>, in_place: bool) {
-        if in_place {
-            for (target, source) in self.sources.iter().enumerate() {
-                if let Some(source) = *source {
-                    row.swap(target, source);
-                }
-            }
-            row.truncate(self.sources.len());
-        } else {
-            let projected = self
-                .sources
-                .iter()
-                .map(|source| source.map_or(Value::Null, |index| std::mem::replace(&mut row[index], Value::Null)))
-                .collect();
-            *row = projected;
-        }
-    }
-}
-
 impl Project {
-    fn projection(&self, schema: &Schema) -> anyhow::Result<Projection> {
-        let (fields, sources) = match self {
+    /// The edit that projects records of `schema`.
+    fn projection(&self, schema: &Schema) -> anyhow::Result<ColumnEdit> {
+        let (fields, sources): (Vec<Field>, Vec<ColumnSource>) = match self {
             Project::Select { fields, missing } => {
-                let sources: Vec<Option<usize>> = fields.iter().map(|name| schema.index_of(name)).collect();
-                let absent: Vec<&str> = fields
-                    .iter()
-                    .zip(&sources)
-                    .filter(|(_, source)| source.is_none())
-                    .map(|(name, _)| name.as_str())
-                    .collect();
+                let absent: Vec<&str> =
+                    fields.iter().filter(|name| schema.index_of(name).is_none()).map(String::as_str).collect();
                 if !absent.is_empty() && *missing == MissingField::Error {
                     bail!("selected fields missing from the records: {}", absent.join(", "));
                 }
-                let fields = fields
+                fields
                     .iter()
-                    .zip(&sources)
-                    .map(|(name, source)| match source {
-                        Some(index) => schema.fields[*index].clone(),
-                        None => Field::new(name.clone(), DataType::String),
+                    .map(|name| match schema.index_of(name) {
+                        Some(index) => (schema.fields[index].clone(), ColumnSource::Input(index)),
+                        None => (Field::new(name.clone(), DataType::String), ColumnSource::Fill(Value::Null)),
                     })
-                    .collect();
-                (fields, sources)
+                    .unzip()
             }
             Project::Drop { fields } => schema
                 .fields
                 .iter()
                 .enumerate()
                 .filter(|(_, field)| !fields.contains(&field.name))
-                .map(|(index, field)| (field.clone(), Some(index)))
+                .map(|(index, field)| (field.clone(), ColumnSource::Input(index)))
                 .unzip(),
         };
-        Ok(Projection { schema: Schema::new(fields), sources })
+        Ok(ColumnEdit::new(Arc::new(Schema::new(fields)), sources, schema.fields.len()))
     }
 }
 
@@ -184,15 +142,10 @@ impl Project {
 impl Processor for Project {
     async fn process(&self, _shard: &str, batch: Batch) -> anyhow::Result<Processed> {
         let projection = self.projection(&batch.schema)?;
-        if projection.schema == *batch.schema {
+        if **projection.schema() == *batch.schema {
             return Ok(Processed::pass(batch));
         }
-        let in_place = projection.keeps_order();
-        let mut rows = batch.rows;
-        for row in &mut rows {
-            projection.apply(row, in_place);
-        }
-        Ok(Processed::pass(Batch::new(Arc::new(projection.schema), rows)))
+        Ok(Processed::pass(projection.apply(batch.rows)))
     }
 }
 
