@@ -204,33 +204,52 @@ impl Masking {
         write_hex(digest, |digits| out.push_str(digits));
     }
 
-    /// A whole value masked: text for every method but `null`.
-    fn mask_value(&self, method: MaskMethod, value: &Value) -> Value {
+    /// Masks a whole value in place: text for every method but `null`. A
+    /// string takes the masked text in its own buffer, through `scratch`, so
+    /// that no record allocates unless its text grows past its capacity;
+    /// other values become new text.
+    fn mask_value(&self, method: MaskMethod, value: &mut Value, scratch: &mut String) {
         if method == MaskMethod::Null || value.is_null() {
-            return Value::Null;
+            *value = Value::Null;
+            return;
         }
-        let mut out = String::new();
+        scratch.clear();
         match value {
-            Value::String(text) => self.mask_into(method, text, &mut out),
-            other => self.mask_into(method, &other.to_text().unwrap_or_default(), &mut out),
+            Value::String(text) => {
+                self.mask_into(method, text, scratch);
+                replace_text(text, scratch);
+            }
+            other => {
+                let mut masked = String::new();
+                self.mask_into(method, other.text(scratch).unwrap_or_default(), &mut masked);
+                *other = Value::String(masked);
+            }
         }
-        Value::String(out)
     }
 
-    /// `text` with every range masked, or `None` when there is none.
-    fn mask_ranges(&self, method: MaskMethod, text: &str, ranges: &[Range<usize>]) -> Option<String> {
+    /// Masks every range of `text` in place (through `scratch`); untouched
+    /// when there is none.
+    fn mask_ranges(&self, method: MaskMethod, text: &mut String, ranges: &[Range<usize>], scratch: &mut String) {
         if ranges.is_empty() {
-            return None;
+            return;
         }
-        let mut out = String::with_capacity(text.len());
+        scratch.clear();
         let mut done = 0;
         for range in ranges {
-            out.push_str(&text[done..range.start]);
-            self.mask_into(method, &text[range.clone()], &mut out);
+            scratch.push_str(&text[done..range.start]);
+            self.mask_into(method, &text[range.clone()], scratch);
             done = range.end;
         }
-        out.push_str(&text[done..]);
-        Some(out)
+        scratch.push_str(&text[done..]);
+        replace_text(text, scratch);
+    }
+}
+
+/// Puts `replacement` in `text`'s own buffer, which grows only if too small.
+fn replace_text(text: &mut String, replacement: &str) {
+    if text != replacement {
+        text.clear();
+        text.push_str(replacement);
     }
 }
 
@@ -317,16 +336,16 @@ impl Processor for Masker {
             None => Vec::new(),
         };
         let mut rows = batch.rows;
+        let mut scratch = String::new();
         for row in &mut rows {
             for &(index, method) in &columns {
-                row[index] = self.masking.mask_value(method, &row[index]);
+                self.masking.mask_value(method, &mut row[index], &mut scratch);
             }
             if let Some((detectors, method)) = &self.scan {
                 for &index in &scanned {
-                    if let Value::String(text) = &row[index]
-                        && let Some(masked) = self.masking.mask_ranges(*method, text, &scan(text, detectors))
-                    {
-                        row[index] = Value::String(masked);
+                    if let Value::String(text) = &mut row[index] {
+                        let ranges = scan(text, detectors);
+                        self.masking.mask_ranges(*method, text, &ranges, &mut scratch);
                     }
                 }
             }
@@ -354,8 +373,14 @@ mod tests {
         toml::from_str(toml_text).unwrap()
     }
 
+    /// `value` masked whole by `masking`.
+    fn masked(masking: &Masking, method: MaskMethod, mut value: Value) -> Value {
+        masking.mask_value(method, &mut value, &mut String::new());
+        value
+    }
+
     fn text(method: MaskMethod, value: &str) -> String {
-        match masking(Some("k3y")).mask_value(method, &Value::from(value)) {
+        match masked(&masking(Some("k3y")), method, Value::from(value)) {
             Value::String(text) => text,
             other => panic!("expected text, got {other:?}"),
         }
@@ -446,9 +471,49 @@ mod tests {
     #[test]
     fn hash_is_stable_and_keyed() {
         assert_eq!(text(MaskMethod::Hash, "x"), text(MaskMethod::Hash, "x"));
-        let other = masking(Some("other")).mask_value(MaskMethod::Hash, &Value::from("x"));
+        let other = masked(&masking(Some("other")), MaskMethod::Hash, Value::from("x"));
         assert_ne!(Value::String(text(MaskMethod::Hash, "x")), other);
         assert_ne!(text(MaskMethod::Hash, "x")[..16], text(MaskMethod::Token, "x")[4..]);
+    }
+
+    #[test]
+    fn strings_are_masked_in_their_own_buffer() {
+        let masking = masking(Some("k3y"));
+        let mut scratch = String::new();
+        let mut changed = Value::String(String::with_capacity(80) + "ann@example.com");
+        let mut unchanged = Value::from("a****om");
+        let buffers = [&changed, &unchanged].map(|value| match value {
+            Value::String(text) => text.as_ptr(),
+            _ => unreachable!(),
+        });
+        masking.mask_value(MaskMethod::Hash, &mut changed, &mut scratch);
+        masking.mask_value(MaskMethod::Partial, &mut unchanged, &mut scratch);
+        let [Value::String(hashed), Value::String(kept)] = [&changed, &unchanged] else { panic!("expected text") };
+        assert_eq!(hashed, &text(MaskMethod::Hash, "ann@example.com"));
+        assert_eq!(kept, "a****om");
+        assert_eq!([hashed.as_ptr(), kept.as_ptr()], buffers);
+
+        let mut note = String::from("mail ann@example.com now");
+        let buffer = note.as_ptr();
+        masking.mask_ranges(
+            MaskMethod::Full,
+            &mut note,
+            &scan("mail ann@example.com now", &[Detector::Email]),
+            &mut scratch,
+        );
+        assert_eq!((note.as_str(), note.as_ptr()), ("mail **** now", buffer));
+    }
+
+    #[test]
+    fn nulls_stay_null_and_other_values_become_text() {
+        let masking = masking(Some("k3y"));
+        assert_eq!(masked(&masking, MaskMethod::Hash, Value::Null), Value::Null);
+        assert_eq!(masked(&masking, MaskMethod::Null, Value::from("x")), Value::Null);
+        assert_eq!(masked(&masking, MaskMethod::Partial, Value::Int(123456)), Value::from("1***56"));
+        assert_eq!(masked(&masking, MaskMethod::Partial, Value::Decimal("12.50".into())), Value::from("1**50"));
+        let nested = Value::Json(serde_json::json!({"a": [1]}));
+        assert_eq!(masked(&masking, MaskMethod::Partial, nested), Value::from("{******]}"));
+        assert_eq!(masked(&masking, MaskMethod::Hash, Value::Int(7)), Value::String(text(MaskMethod::Hash, "7")));
     }
 
     #[test]
@@ -500,18 +565,18 @@ mod tests {
         fn full_null_and_partial_are_idempotent(value in "\\PC{0,40}") {
             let masking = masking(None);
             for method in [MaskMethod::Full, MaskMethod::Null, MaskMethod::Partial] {
-                let once = masking.mask_value(method, &Value::from(value.as_str()));
-                prop_assert_eq!(masking.mask_value(method, &once), once);
+                let once = masked(&masking, method, Value::from(value.as_str()));
+                prop_assert_eq!(masked(&masking, method, once.clone()), once);
             }
         }
 
         #[test]
         fn scan_masks_every_detected_email(local in "[a-z]{4,10}", domain in "[a-z]{3,8}", before in "\\PC{0,10}") {
             let email = format!("{local}@{domain}.com");
-            let text = format!("{before} {email} ");
+            let mut text = format!("{before} {email} ");
             let ranges = scan(&text, &[Detector::Email]);
-            let masked = masking(None).mask_ranges(MaskMethod::Full, &text, &ranges).unwrap();
-            prop_assert!(!masked.contains(&email));
+            masking(None).mask_ranges(MaskMethod::Full, &mut text, &ranges, &mut String::new());
+            prop_assert!(!text.contains(&email));
         }
     }
 }
