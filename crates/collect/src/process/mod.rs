@@ -21,4 +21,5 @@ mod test_table;
 pub mod validate;
 mod validate_rules;
 mod vrl_bridge;
+mod vrl_functions;
 mod vrl_record;

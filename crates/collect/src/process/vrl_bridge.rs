@@ -29,6 +29,7 @@ use vrl::path::{OwnedSegment, PathPrefix};
 use vrl::prelude::{Bytes, NotNan};
 use vrl::value::{KeyString, ObjectMap, Secrets, Value as VrlValue};
 
+use super::vrl_functions;
 use super::vrl_record::{RecordSlots, SlotTarget};
 
 /// A compiled VRL program with the time zone it reads naive times in. One
@@ -50,7 +51,7 @@ impl CompiledProgram {
             path: vec!["timezone".into()],
             message: format!("unknown time zone `{timezone}`, expected `local` or a name like `Europe/Paris`"),
         })?;
-        let functions = vrl::stdlib::all();
+        let functions = vrl_functions::all();
         let compiled = vrl::compiler::compile(source, &functions).map_err(|diagnostics| OptionError {
             path: vec![option.into()],
             message: format!("the VRL program in `{option}` does not compile:{}", Formatter::new(source, diagnostics)),
