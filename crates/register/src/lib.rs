@@ -5,11 +5,13 @@
 //! services that may lose their state: the shared [`limiter`] and the
 //! [`seen`] set, in process or on Redis ([`redis_link`]), and the
 //! [`registry`] of worker membership, leader election and the config centre,
-//! in process or on ZooKeeper. The records and state machines they share live
-//! in [`model`]. This crate depends only on `haul-collect-core` and
+//! in process or on ZooKeeper, and the [`dispatch`] of shard assignments, in
+//! process or on RabbitMQ. The records and state machines they share live in
+//! [`model`]. This crate depends only on `haul-collect-core` and
 //! `haul-common` among haul's crates; it knows nothing of the scheduler, the
 //! server or concrete plugins.
 
+pub mod dispatch;
 pub mod ledger;
 pub mod limiter;
 pub mod model;

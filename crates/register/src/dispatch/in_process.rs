@@ -1,0 +1,178 @@
+//! The in-process [`Dispatcher`]: a priority queue per pool (highest priority
+//! first, then first published), and a semaphore per consumer for its
+//! prefetch. A delivery dropped without [`super::Delivery::ack`] goes back to
+//! its queue, marked redelivered, as RabbitMQ does when a consumer dies.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+use super::{Acknowledgement, AssignmentConsumer, Delivery, Dispatcher, Error, ShardAssignment};
+
+/// Assignments queued in this process's memory.
+#[derive(Default)]
+pub struct InProcessDispatcher {
+    pools: Mutex<HashMap<String, Arc<PoolQueue>>>,
+}
+
+impl InProcessDispatcher {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn pool(&self, pool: &str) -> Arc<PoolQueue> {
+        let mut pools = self.pools.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        pools.entry(pool.to_string()).or_default().clone()
+    }
+}
+
+#[derive(Default)]
+struct PoolQueue {
+    waiting: Mutex<Waiting>,
+    arrived: Notify,
+}
+
+/// The queued assignments by (priority, highest first; publication, earliest
+/// first), each with whether it was delivered before.
+#[derive(Default)]
+struct Waiting {
+    queue: BTreeMap<(Reverse<u8>, u64), (ShardAssignment, bool)>,
+    published: u64,
+}
+
+impl PoolQueue {
+    fn push(&self, assignment: ShardAssignment, redelivered: bool) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        waiting.published += 1;
+        let key = (Reverse(assignment.priority), waiting.published);
+        waiting.queue.insert(key, (assignment, redelivered));
+        drop(waiting);
+        self.arrived.notify_one();
+    }
+
+    async fn pop(&self) -> (ShardAssignment, bool) {
+        loop {
+            let arrived = self.arrived.notified();
+            if let Some((_, queued)) =
+                self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).queue.pop_first()
+            {
+                return queued;
+            }
+            arrived.await;
+        }
+    }
+}
+
+#[async_trait]
+impl Dispatcher for InProcessDispatcher {
+    async fn publish(&self, assignment: &ShardAssignment) -> Result<(), Error> {
+        self.pool(&assignment.pool).push(assignment.clone(), false);
+        Ok(())
+    }
+
+    async fn consume(&self, pool: &str, prefetch: u16) -> Result<Box<dyn AssignmentConsumer>, Error> {
+        let slots = Arc::new(Semaphore::new(usize::from(prefetch.max(1))));
+        Ok(Box::new(InProcessConsumer { queue: self.pool(pool), slots }))
+    }
+}
+
+struct InProcessConsumer {
+    queue: Arc<PoolQueue>,
+    slots: Arc<Semaphore>,
+}
+
+#[async_trait]
+impl AssignmentConsumer for InProcessConsumer {
+    async fn next(&mut self) -> Option<Result<Delivery, Error>> {
+        let slot = self.slots.clone().acquire_owned().await.ok()?;
+        let (assignment, redelivered) = self.queue.pop().await;
+        let unsettled = Unsettled { assignment: Some(assignment.clone()), queue: self.queue.clone(), _slot: slot };
+        Some(Ok(Delivery { assignment, redelivered, acknowledgement: Acknowledgement::InProcess(unsettled) }))
+    }
+}
+
+/// A delivered assignment not yet acknowledged: it holds a prefetch slot, and
+/// goes back to its queue if dropped unsettled.
+pub(super) struct Unsettled {
+    assignment: Option<ShardAssignment>,
+    queue: Arc<PoolQueue>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Unsettled {
+    pub(super) fn settle(mut self) {
+        self.assignment = None;
+    }
+}
+
+impl Drop for Unsettled {
+    fn drop(&mut self) {
+        if let Some(assignment) = self.assignment.take() {
+            self.queue.push(assignment, true);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn assignment(shard_id: &str, priority: u8) -> ShardAssignment {
+        ShardAssignment { run_id: "run".into(), shard_id: shard_id.into(), pool: "default".into(), priority }
+    }
+
+    async fn next(consumer: &mut Box<dyn AssignmentConsumer>) -> Delivery {
+        consumer.next().await.unwrap().unwrap()
+    }
+
+    #[tokio::test]
+    async fn higher_priorities_go_first_then_publication_order() {
+        let dispatcher = InProcessDispatcher::new();
+        for (shard, priority) in [("a", 1), ("b", 5), ("c", 1), ("d", 5)] {
+            dispatcher.publish(&assignment(shard, priority)).await.unwrap();
+        }
+        let mut consumer = dispatcher.consume("default", 10).await.unwrap();
+        let mut order = Vec::new();
+        for _ in 0..4 {
+            let delivery = next(&mut consumer).await;
+            order.push(delivery.assignment.shard_id.clone());
+            delivery.ack().await.unwrap();
+        }
+        assert_eq!(order, ["b", "d", "a", "c"]);
+    }
+
+    #[tokio::test]
+    async fn prefetch_bounds_unacknowledged_deliveries() {
+        let dispatcher = InProcessDispatcher::new();
+        for shard in ["a", "b", "c"] {
+            dispatcher.publish(&assignment(shard, 0)).await.unwrap();
+        }
+        let mut consumer = dispatcher.consume("default", 2).await.unwrap();
+        let first = next(&mut consumer).await;
+        let _second = next(&mut consumer).await;
+        assert!(tokio::time::timeout(Duration::from_millis(50), consumer.next()).await.is_err());
+        first.ack().await.unwrap();
+        assert_eq!(next(&mut consumer).await.assignment.shard_id, "c");
+    }
+
+    #[tokio::test]
+    async fn what_a_dead_consumer_held_is_delivered_again() {
+        let dispatcher = InProcessDispatcher::new();
+        dispatcher.publish(&assignment("a", 0)).await.unwrap();
+        let mut dying = dispatcher.consume("default", 1).await.unwrap();
+        let taken = next(&mut dying).await;
+        assert!(!taken.redelivered);
+        drop((taken, dying));
+        let mut survivor = dispatcher.consume("default", 1).await.unwrap();
+        let again = next(&mut survivor).await;
+        assert_eq!(again.assignment.shard_id, "a");
+        assert!(again.redelivered);
+        again.requeue().await.unwrap();
+        assert_eq!(next(&mut survivor).await.assignment.shard_id, "a");
+    }
+}

@@ -1,0 +1,111 @@
+//! The RabbitMQ dispatcher against a real broker: confirmed publishes into a
+//! quorum queue per pool, prefetch, manual acks and redelivery after a
+//! consumer dies. Each test uses its own queues and deletes them.
+
+use std::time::Duration;
+
+use haul_register::dispatch::{AssignmentConsumer, Delivery, Dispatcher, RabbitDispatcher, ShardAssignment};
+use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Connection, ConnectionProperties};
+
+const BROKER: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// A dispatcher whose queues are this test's alone; they are deleted when it drops.
+struct Isolated {
+    prefix: String,
+    pools: Vec<&'static str>,
+}
+
+impl Isolated {
+    fn new(pools: &[&'static str]) -> Self {
+        Isolated { prefix: format!("haul-test-{}", uuid::Uuid::now_v7()), pools: pools.to_vec() }
+    }
+
+    async fn dispatcher(&self) -> RabbitDispatcher {
+        RabbitDispatcher::connect(BROKER, &self.prefix).await.unwrap()
+    }
+
+    async fn delete_queues(&self) {
+        let connection = Connection::connect(BROKER, ConnectionProperties::default()).await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        for pool in &self.pools {
+            let queue = format!("{}.shards.{pool}", self.prefix);
+            channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await.unwrap();
+        }
+        connection.close(200, "done".into()).await.unwrap();
+    }
+}
+
+fn assignment(shard_id: &str, pool: &str, priority: u8) -> ShardAssignment {
+    ShardAssignment { run_id: "run-1".into(), shard_id: shard_id.into(), pool: pool.into(), priority }
+}
+
+async fn next(consumer: &mut Box<dyn AssignmentConsumer>) -> Delivery {
+    tokio::time::timeout(Duration::from_secs(5), consumer.next()).await.expect("a delivery in time").unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn a_published_assignment_reaches_a_consumer_of_its_pool_through_a_quorum_queue() {
+    let isolated = Isolated::new(&["etl", "web"]);
+    let dispatcher = isolated.dispatcher().await;
+    dispatcher.publish(&assignment("s1", "etl", 7)).await.unwrap();
+    dispatcher.publish(&assignment("s2", "web", 0)).await.unwrap();
+    let mut consumer = dispatcher.consume("etl", 4).await.unwrap();
+    let delivery = next(&mut consumer).await;
+    assert_eq!(delivery.assignment, assignment("s1", "etl", 7));
+    assert!(!delivery.redelivered);
+    delivery.ack().await.unwrap();
+
+    // the queue is a quorum queue: declaring it classic is refused
+    let connection = Connection::connect(BROKER, ConnectionProperties::default()).await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let mut classic = FieldTable::default();
+    classic.insert("x-queue-type".into(), AMQPValue::LongString("classic".into()));
+    let options = QueueDeclareOptions { durable: true, ..Default::default() };
+    let queue = dispatcher.queue_name("etl");
+    assert!(channel.queue_declare(queue.as_str().into(), options, classic).await.is_err());
+    dispatcher.close().await.unwrap();
+    isolated.delete_queues().await;
+}
+
+#[tokio::test]
+async fn a_consumer_holds_at_most_its_prefetch_unacknowledged() {
+    let isolated = Isolated::new(&["etl"]);
+    let dispatcher = isolated.dispatcher().await;
+    for shard in ["s1", "s2", "s3"] {
+        dispatcher.publish(&assignment(shard, "etl", 0)).await.unwrap();
+    }
+    let mut consumer = dispatcher.consume("etl", 2).await.unwrap();
+    let first = next(&mut consumer).await;
+    let second = next(&mut consumer).await;
+    assert_eq!([&first.assignment.shard_id, &second.assignment.shard_id], ["s1", "s2"]);
+    assert!(tokio::time::timeout(Duration::from_millis(300), consumer.next()).await.is_err());
+    first.ack().await.unwrap();
+    assert_eq!(next(&mut consumer).await.assignment.shard_id, "s3");
+    dispatcher.close().await.unwrap();
+    isolated.delete_queues().await;
+}
+
+#[tokio::test]
+async fn what_a_dead_worker_held_is_redelivered_to_another() {
+    let isolated = Isolated::new(&["etl"]);
+    let (dying, survivor) = (isolated.dispatcher().await, isolated.dispatcher().await);
+    dying.publish(&assignment("s1", "etl", 0)).await.unwrap();
+    let mut held = dying.consume("etl", 1).await.unwrap();
+    let taken = next(&mut held).await;
+    assert!(!taken.redelivered);
+    dying.close().await.unwrap();
+
+    let mut consumer = survivor.consume("etl", 1).await.unwrap();
+    let again = next(&mut consumer).await;
+    assert_eq!(again.assignment.shard_id, "s1");
+    assert!(again.redelivered);
+    // a requeued assignment comes back too
+    again.requeue().await.unwrap();
+    let last = next(&mut consumer).await;
+    assert_eq!(last.assignment.shard_id, "s1");
+    last.ack().await.unwrap();
+    survivor.close().await.unwrap();
+    isolated.delete_queues().await;
+}
