@@ -96,8 +96,9 @@ pub enum ShardOutcome {
 /// The shard ledger of a run: ownership and checkpoints, backed by the store.
 ///
 /// `acquire` is called before a shard runs, `checkpoint` after each writer
-/// commit, `finish` once. An error from `checkpoint` (for example a lost
-/// lease) stops the shard at once: another owner may be running it.
+/// commit but the last, `finish` once. An error from `checkpoint` (for
+/// example a lost lease) stops the shard at once: another owner may be
+/// running it.
 #[async_trait]
 pub trait Ledger: Send + Sync {
     /// Takes ownership of the shard. `None` when it is finished or owned elsewhere.
@@ -105,7 +106,10 @@ pub trait Ledger: Send + Sync {
 
     async fn checkpoint(&self, shard: &ShardSpec, resume: &ResumePoint) -> anyhow::Result<()>;
 
-    async fn finish(&self, shard: &ShardSpec, outcome: &ShardOutcome, counters: &ShardCounters) -> anyhow::Result<()>;
+    /// Ends the shard's ownership with `outcome`, saving `reached` with it:
+    /// the shard's position after the writer's last commit, which was not
+    /// reported through `checkpoint`.
+    async fn finish(&self, shard: &ShardSpec, outcome: &ShardOutcome, reached: &ResumePoint) -> anyhow::Result<()>;
 }
 
 /// How a run ended in this process.
@@ -320,7 +324,7 @@ async fn finish(
         ShardEnd::Stopped => ShardPhase::Stopped,
         ShardEnd::Failed(_) => ShardPhase::Failed,
     });
-    match context.ledger.finish(shard, &outcome, &resume.counters).await {
+    match context.ledger.finish(shard, &outcome, resume).await {
         Ok(()) => end,
         Err(error) => ShardEnd::Failed(format!("shard {}: recording its end failed: {error:#}", shard.id)),
     }
@@ -374,7 +378,9 @@ async fn attempt(
             let source_batch = next?;
             write_batch(context, &writer_context, writer.as_mut(), source_batch, &mut uncommitted, progress).await?;
             if last_commit.elapsed() >= settings.checkpoint_interval {
-                commit(context, shard, writer.as_mut(), resume, &mut uncommitted).await?;
+                if commit(context, shard, writer.as_mut(), resume, &mut uncommitted).await? {
+                    context.ledger.checkpoint(shard, resume).await.context("saving the checkpoint")?;
+                }
                 last_commit = Instant::now();
             }
         }
@@ -383,6 +389,7 @@ async fn attempt(
 
     match result {
         Ok(end) => {
+            // The ledger saves this last checkpoint when the shard finishes.
             commit(context, shard, writer.as_mut(), resume, &mut uncommitted).await?;
             Ok(end)
         }
@@ -490,22 +497,23 @@ async fn reject(
     Ok(())
 }
 
+/// Commits the writer and moves `resume` to the committed checkpoint, for
+/// the caller to save; `false` when there was nothing to commit.
 async fn commit(
     context: &RunContext,
     shard: &ShardSpec,
     writer: &mut dyn ShardWriter,
     resume: &mut ResumePoint,
     uncommitted: &mut Uncommitted,
-) -> anyhow::Result<()> {
-    let Some(checkpoint) = uncommitted.checkpoint.take() else { return Ok(()) };
+) -> anyhow::Result<bool> {
+    let Some(checkpoint) = uncommitted.checkpoint.take() else { return Ok(false) };
     let sequence = resume.sequence + 1;
     writer.commit(sequence).await.context("committing to the sink")?;
     for processor in &context.pipeline.processors {
         processor.committed(&shard.id).await?;
     }
-    let mut next = ResumePoint { sequence, checkpoint: Some(checkpoint), counters: resume.counters };
-    next.counters += std::mem::take(&mut uncommitted.counters);
-    context.ledger.checkpoint(shard, &next).await.context("saving the checkpoint")?;
-    *resume = next;
-    Ok(())
+    resume.sequence = sequence;
+    resume.checkpoint = Some(checkpoint);
+    resume.counters += std::mem::take(&mut uncommitted.counters);
+    Ok(true)
 }

@@ -10,7 +10,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use haul_collect_core::deadletter::{DeadLetter, DeadLetters};
 use haul_collect_core::plugin::WriterContext;
-use haul_collect_core::progress::ShardCounters;
 use haul_collect_core::runtime::{
     Ledger, Pipeline, ResumePoint, RunOutcome, RunSettings, ShardOutcome, execute, progress_for,
 };
@@ -187,7 +186,8 @@ impl Ledger for MemoryLedger {
         self.points.lock().unwrap().insert(shard.id.clone(), resume.clone());
         Ok(())
     }
-    async fn finish(&self, shard: &ShardSpec, outcome: &ShardOutcome, _: &ShardCounters) -> anyhow::Result<()> {
+    async fn finish(&self, shard: &ShardSpec, outcome: &ShardOutcome, reached: &ResumePoint) -> anyhow::Result<()> {
+        self.points.lock().unwrap().insert(shard.id.clone(), reached.clone());
         self.finished.lock().unwrap().insert(shard.id.clone(), outcome.clone());
         Ok(())
     }

@@ -10,7 +10,6 @@ use crate::{Lease, ShardRecord, ShardState, Store};
 use anyhow::Context;
 use async_trait::async_trait;
 use haul_collect_core::ShardSpec;
-use haul_collect_core::progress::ShardCounters;
 use haul_collect_core::runtime::{Ledger, ResumePoint, ShardOutcome};
 
 /// How often a shard held by someone else is tried again.
@@ -88,9 +87,9 @@ impl Ledger for StoreLedger {
     /// Waits while another owner's lease is live (a killed process's lease
     /// runs out within the ttl); gives up only on a finished shard.
     async fn acquire(&self, shard: &ShardSpec) -> anyhow::Result<Option<ResumePoint>> {
-        let lease = loop {
-            if let Some(lease) = self.store.claim_shard(&self.run_id, &shard.id, &self.owner, self.ttl).await? {
-                break lease;
+        let (lease, resume) = loop {
+            if let Some(claimed) = self.store.claim_shard(&self.run_id, &shard.id, &self.owner, self.ttl).await? {
+                break claimed;
             }
             let record = self.record(shard).await?;
             if record.state.is_terminal() {
@@ -99,12 +98,11 @@ impl Ledger for StoreLedger {
             tracing::info!(shard = %shard.id, owner = ?record.owner, "waiting for another owner's lease to expire");
             tokio::time::sleep(LEASE_POLL).await;
         };
-        let record = self.record(shard).await?;
         let heartbeat = self.heartbeat(lease.clone());
         if let Ok(mut held) = self.held.lock() {
             held.insert(shard.id.clone(), HeldLease { lease, heartbeat });
         }
-        Ok(Some(ResumePoint { sequence: record.sequence, checkpoint: record.checkpoint, counters: record.counters }))
+        Ok(Some(resume))
     }
 
     async fn checkpoint(&self, shard: &ShardSpec, resume: &ResumePoint) -> anyhow::Result<()> {
@@ -114,15 +112,15 @@ impl Ledger for StoreLedger {
         Ok(())
     }
 
-    async fn finish(&self, shard: &ShardSpec, outcome: &ShardOutcome, counters: &ShardCounters) -> anyhow::Result<()> {
+    async fn finish(&self, shard: &ShardSpec, outcome: &ShardOutcome, reached: &ResumePoint) -> anyhow::Result<()> {
         let lease = self.lease(shard)?;
         self.forget(shard);
         match outcome {
-            ShardOutcome::Succeeded => self.store.finish_shard(&lease, ShardState::Succeeded, counters, None).await?,
+            ShardOutcome::Succeeded => self.store.finish_shard(&lease, ShardState::Succeeded, reached, None).await?,
             ShardOutcome::Failed(error) => {
-                self.store.finish_shard(&lease, ShardState::Failed, counters, Some(error)).await?
+                self.store.finish_shard(&lease, ShardState::Failed, reached, Some(error)).await?
             }
-            ShardOutcome::Released => self.store.release_shard(&lease).await?,
+            ShardOutcome::Released => self.store.release_shard(&lease, reached).await?,
         }
         Ok(())
     }
@@ -132,6 +130,7 @@ impl Ledger for StoreLedger {
 mod tests {
     use super::*;
     use haul_collect_core::job::Mode;
+    use haul_collect_core::progress::ShardCounters;
     use haul_collect_core::{Checkpoint, Plan};
 
     use crate::{NewRun, SqliteStore};
@@ -184,7 +183,7 @@ mod tests {
         let fenced = store.save_checkpoint(&first_lease, 2, saved.checkpoint.as_ref().unwrap(), &saved.counters).await;
         assert!(matches!(fenced, Err(crate::Error::LeaseLost { .. })), "{fenced:?}");
 
-        second.finish(&shard, &ShardOutcome::Succeeded, &saved.counters).await.unwrap();
+        second.finish(&shard, &ShardOutcome::Succeeded, &saved).await.unwrap();
         assert_eq!(second.acquire(&shard).await.unwrap(), None, "a finished shard is not run again");
     }
 }

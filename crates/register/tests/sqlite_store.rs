@@ -9,6 +9,7 @@ use std::time::Duration;
 use haul_collect_core::job::Mode;
 use haul_collect_core::plugin::{Checkpoint, Plan, ShardSpec};
 use haul_collect_core::progress::ShardCounters;
+use haul_collect_core::runtime::ResumePoint;
 use haul_register::model::{NewRun, QueuedRun, RunFilter, RunRequest, RunState, RunTrigger, ShardState};
 use haul_register::store::{Error, SCHEMA_VERSION, SqliteStore, Store};
 use serde_json::json;
@@ -59,6 +60,12 @@ fn at(millis: i64) -> chrono::DateTime<chrono::Utc> {
 
 fn counters(n: u64) -> ShardCounters {
     ShardCounters { records_read: n, records_written: n, records_rejected: 0, bytes_read: n * 10 }
+}
+
+/// Where a shard stands after `sequence` commits of `n` records each time,
+/// at offset `n`.
+fn reached(sequence: u64, n: u64) -> ResumePoint {
+    ResumePoint { sequence, checkpoint: Some(Checkpoint(json!({ "offset": n }))), counters: counters(n) }
 }
 
 fn is_lease_lost<T: std::fmt::Debug>(result: Result<T, Error>) -> bool {
@@ -206,9 +213,10 @@ async fn leases_fence_out_a_stale_owner() {
     let run = f.store.create_run(new_run("orders", 2)).await.unwrap();
     let ttl = Duration::from_millis(50);
 
-    let first =
+    let (first, resume) =
         f.store.claim_shard(&run.id, "s2", "worker-a", ttl).await.unwrap().expect("a pending shard is claimable");
     assert_eq!(first.epoch, 1);
+    assert_eq!(resume, ResumePoint::default(), "a fresh shard starts at the beginning");
     assert_eq!(first.owner, "worker-a");
     assert_eq!(
         f.store.claim_shard(&run.id, "s2", "worker-b", LONG).await.unwrap(),
@@ -218,15 +226,16 @@ async fn leases_fence_out_a_stale_owner() {
     f.store.save_checkpoint(&first, 1, &Checkpoint(json!({ "offset": 5 })), &counters(5)).await.unwrap();
 
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let second =
+    let (second, resume) =
         f.store.claim_shard(&run.id, "s2", "worker-b", LONG).await.unwrap().expect("an expired lease is claimable");
     assert_eq!(second.epoch, 2);
+    assert_eq!(resume, reached(1, 5), "the new owner resumes at the last checkpoint");
 
     let checkpoint = Checkpoint(json!({ "offset": 9 }));
     assert!(is_lease_lost(f.store.save_checkpoint(&first, 2, &checkpoint, &counters(9)).await));
-    assert!(is_lease_lost(f.store.finish_shard(&first, ShardState::Succeeded, &counters(9), None).await));
+    assert!(is_lease_lost(f.store.finish_shard(&first, ShardState::Succeeded, &reached(2, 9), None).await));
     assert!(is_lease_lost(f.store.renew_lease(&first, LONG).await));
-    assert!(is_lease_lost(f.store.release_shard(&first).await));
+    assert!(is_lease_lost(f.store.release_shard(&first, &reached(2, 9)).await));
     let error = f.store.renew_lease(&first, LONG).await.unwrap_err();
     assert_eq!(error.to_string(), format!("lease lost on shard s2 of run {} at epoch 1", run.id));
 
@@ -244,7 +253,7 @@ async fn leases_fence_out_a_stale_owner() {
 async fn an_expired_lease_cannot_be_renewed_or_used() {
     let f = fixture().await;
     let run = f.store.create_run(new_run("orders", 1)).await.unwrap();
-    let lease = f.store.claim_shard(&run.id, "s1", "worker-a", Duration::from_millis(50)).await.unwrap().unwrap();
+    let (lease, _) = f.store.claim_shard(&run.id, "s1", "worker-a", Duration::from_millis(50)).await.unwrap().unwrap();
     f.store.renew_lease(&lease, Duration::from_millis(50)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(is_lease_lost(f.store.renew_lease(&lease, LONG).await));
@@ -255,21 +264,25 @@ async fn an_expired_lease_cannot_be_renewed_or_used() {
 async fn finished_shards_cannot_be_claimed() {
     let f = fixture().await;
     let run = f.store.create_run(new_run("orders", 2)).await.unwrap();
-    let done = f.store.claim_shard(&run.id, "s2", "a", LONG).await.unwrap().unwrap();
-    f.store.finish_shard(&done, ShardState::Succeeded, &counters(7), None).await.unwrap();
-    let failed = f.store.claim_shard(&run.id, "s1", "a", LONG).await.unwrap().unwrap();
-    f.store.finish_shard(&failed, ShardState::Failed, &counters(1), Some("bad row")).await.unwrap();
+    let (done, _) = f.store.claim_shard(&run.id, "s2", "a", LONG).await.unwrap().unwrap();
+    f.store.finish_shard(&done, ShardState::Succeeded, &reached(1, 7), None).await.unwrap();
+    let (failed, _) = f.store.claim_shard(&run.id, "s1", "a", LONG).await.unwrap().unwrap();
+    f.store.save_checkpoint(&failed, 1, &Checkpoint(json!({ "offset": 1 })), &counters(1)).await.unwrap();
+    let no_commit_since = ResumePoint { checkpoint: None, ..reached(1, 1) };
+    f.store.finish_shard(&failed, ShardState::Failed, &no_commit_since, Some("bad row")).await.unwrap();
 
     assert_eq!(f.store.claim_shard(&run.id, "s2", "b", LONG).await.unwrap(), None);
     assert_eq!(f.store.claim_shard(&run.id, "s1", "b", LONG).await.unwrap(), None);
     assert_eq!(f.store.claim_shard(&run.id, "missing", "b", LONG).await.unwrap(), None);
-    assert!(is_lease_lost(f.store.finish_shard(&done, ShardState::Failed, &counters(7), None).await));
+    assert!(is_lease_lost(f.store.finish_shard(&done, ShardState::Failed, &reached(1, 7), None).await));
 
     let shards = f.store.shards(&run.id).await.unwrap();
     assert_eq!(shards[0].state, ShardState::Succeeded);
     assert_eq!(shards[0].counters, counters(7));
+    assert_eq!((shards[0].sequence, shards[0].checkpoint.clone()), (1, reached(1, 7).checkpoint), "saved at the end");
     assert_eq!(shards[1].state, ShardState::Failed);
     assert_eq!(shards[1].error.as_deref(), Some("bad row"));
+    assert_eq!(shards[1].checkpoint, reached(1, 1).checkpoint, "no new checkpoint keeps the saved one");
 
     // Resuming the failed run retries its failed shard.
     f.store.set_run_state(&run.id, RunState::Failed, "a shard failed").await.unwrap();
@@ -277,8 +290,10 @@ async fn finished_shards_cannot_be_claimed() {
     let retried = f.store.run(&run.id).await.unwrap();
     assert_eq!((retried.state, retried.request.attempt, retried.finished_at), (RunState::Running, 2, None));
     assert!(matches!(f.store.retry_run(&run.id, "again").await, Err(Error::IllegalTransition { .. })));
-    let retry = f.store.claim_shard(&run.id, "s1", "b", LONG).await.unwrap().expect("a reset shard is claimable");
+    let (retry, resume) =
+        f.store.claim_shard(&run.id, "s1", "b", LONG).await.unwrap().expect("a reset shard is claimable");
     assert_eq!(retry.epoch, 2);
+    assert_eq!(resume, reached(1, 1), "the retry resumes at the failed shard's checkpoint");
     let shard = &f.store.shards(&run.id).await.unwrap()[1];
     assert_eq!(shard.error, None);
     assert_eq!(shard.counters, counters(1), "counters are kept for the retry");
@@ -305,9 +320,9 @@ async fn finished_shards_cannot_be_claimed() {
 async fn finish_shard_accepts_only_end_states() {
     let f = fixture().await;
     let run = f.store.create_run(new_run("orders", 1)).await.unwrap();
-    let lease = f.store.claim_shard(&run.id, "s1", "a", LONG).await.unwrap().unwrap();
+    let (lease, _) = f.store.claim_shard(&run.id, "s1", "a", LONG).await.unwrap().unwrap();
     for state in [ShardState::Pending, ShardState::Running] {
-        let result = f.store.finish_shard(&lease, state, &counters(0), None).await;
+        let result = f.store.finish_shard(&lease, state, &reached(0, 0), None).await;
         assert!(matches!(result, Err(Error::IllegalTransition { .. })), "{state}");
     }
     assert_eq!(f.store.shards(&run.id).await.unwrap()[0].state, ShardState::Running);
@@ -317,21 +332,29 @@ async fn finish_shard_accepts_only_end_states() {
 async fn released_shards_keep_their_checkpoint_and_are_claimable_again() {
     let f = fixture().await;
     let run = f.store.create_run(new_run("orders", 1)).await.unwrap();
-    let lease = f.store.claim_shard(&run.id, "s1", "a", LONG).await.unwrap().unwrap();
+    let (lease, _) = f.store.claim_shard(&run.id, "s1", "a", LONG).await.unwrap().unwrap();
     let checkpoint = Checkpoint(json!({ "key": [3, "x"] }));
     f.store.save_checkpoint(&lease, 4, &checkpoint, &counters(40)).await.unwrap();
-    f.store.release_shard(&lease).await.unwrap();
+    // The last commit's checkpoint is saved by the release itself.
+    let last =
+        ResumePoint { sequence: 5, checkpoint: Some(Checkpoint(json!({ "key": [4, "y"] }))), counters: counters(50) };
+    f.store.release_shard(&lease, &last).await.unwrap();
 
     let shard = &f.store.shards(&run.id).await.unwrap()[0];
     assert_eq!(shard.state, ShardState::Pending);
     assert_eq!(shard.owner, None);
-    assert_eq!(shard.sequence, 4);
-    assert_eq!(shard.checkpoint, Some(checkpoint));
-    assert_eq!(shard.counters, counters(40));
+    assert_eq!(shard.sequence, 5);
+    assert_eq!(shard.checkpoint, last.checkpoint);
+    assert_eq!(shard.counters, counters(50));
     assert!(is_lease_lost(f.store.renew_lease(&lease, LONG).await));
 
-    let again = f.store.claim_shard(&run.id, "s1", "b", LONG).await.unwrap().expect("a released shard is claimable");
+    let (again, resume) =
+        f.store.claim_shard(&run.id, "s1", "b", LONG).await.unwrap().expect("a released shard is claimable");
     assert_eq!(again.epoch, 2);
+    assert_eq!(resume, last);
+    let kinds: Vec<String> =
+        f.store.events(&run.id).await.unwrap().into_iter().filter(|e| e.shard_id.is_some()).map(|e| e.kind).collect();
+    assert_eq!(kinds, ["running", "pending", "running"]);
 }
 
 #[tokio::test]
@@ -357,7 +380,7 @@ async fn checkpoint_concurrently(stores: &[Arc<dyn Store>]) -> String {
         let store = stores[i % stores.len()].clone();
         let run_id = run.id.clone();
         tasks.push(tokio::spawn(async move {
-            let lease = store.claim_shard(&run_id, &shard.spec.id, "worker", LONG).await?.expect("claimable");
+            let (lease, _) = store.claim_shard(&run_id, &shard.spec.id, "worker", LONG).await?.expect("claimable");
             for sequence in 1..=50u64 {
                 let checkpoint = Checkpoint(json!({ "offset": sequence }));
                 store.save_checkpoint(&lease, sequence, &checkpoint, &counters(sequence)).await?;
@@ -365,7 +388,7 @@ async fn checkpoint_concurrently(stores: &[Arc<dyn Store>]) -> String {
                     store.renew_lease(&lease, LONG).await?;
                 }
             }
-            store.finish_shard(&lease, ShardState::Succeeded, &counters(50), None).await
+            store.finish_shard(&lease, ShardState::Succeeded, &reached(50, 50), None).await
         }));
     }
     for task in tasks {
@@ -401,7 +424,7 @@ async fn two_stores_on_one_file_checkpoint_concurrently() {
 async fn reopening_the_file_keeps_everything() {
     let f = fixture().await;
     let run = f.store.create_run(new_run("orders", 2)).await.unwrap();
-    let lease = f.store.claim_shard(&run.id, "s2", "a", LONG).await.unwrap().unwrap();
+    let (lease, _) = f.store.claim_shard(&run.id, "s2", "a", LONG).await.unwrap().unwrap();
     f.store.save_checkpoint(&lease, 3, &Checkpoint(json!({ "page": 3 })), &counters(30)).await.unwrap();
     let shards_before = f.store.shards(&run.id).await.unwrap();
     let events_before = f.store.events(&run.id).await.unwrap();
@@ -456,7 +479,7 @@ async fn persisted_format_is_stable() {
         },
     };
     let run = f.store.create_run(new).await.unwrap();
-    let lease = f.store.claim_shard(&run.id, "orders-0", "a", LONG).await.unwrap().unwrap();
+    let (lease, _) = f.store.claim_shard(&run.id, "orders-0", "a", LONG).await.unwrap().unwrap();
     let checkpoint = Checkpoint(json!({ "last_id": 41 }));
     let written = ShardCounters { records_read: 42, records_written: 41, records_rejected: 1, bytes_read: 4096 };
     f.store.save_checkpoint(&lease, 2, &checkpoint, &written).await.unwrap();
@@ -550,10 +573,10 @@ async fn a_queued_run_is_planned_when_it_starts() {
 async fn a_restarted_owner_gets_its_shards_back_at_once_and_stays_fenced() {
     let f = fixture().await;
     let run = f.store.create_run(new_run("a", 2)).await.unwrap();
-    let old = f.store.claim_shard(&run.id, "s1", "server-1", LONG).await.unwrap().unwrap();
-    let other = f.store.claim_shard(&run.id, "s2", "server-2", LONG).await.unwrap().unwrap();
+    let (old, _) = f.store.claim_shard(&run.id, "s1", "server-1", LONG).await.unwrap().unwrap();
+    let (other, _) = f.store.claim_shard(&run.id, "s2", "server-2", LONG).await.unwrap().unwrap();
     assert_eq!(f.store.expire_leases_of("server-1").await.unwrap(), 1);
-    let new = f.store.claim_shard(&run.id, "s1", "server-1", LONG).await.unwrap().unwrap();
+    let (new, _) = f.store.claim_shard(&run.id, "s1", "server-1", LONG).await.unwrap().unwrap();
     assert_eq!(new.epoch, old.epoch + 1);
     assert!(is_lease_lost(f.store.save_checkpoint(&old, 1, &Checkpoint(json!(1)), &counters(1)).await));
     f.store.save_checkpoint(&new, 1, &Checkpoint(json!(1)), &counters(1)).await.unwrap();

@@ -10,7 +10,8 @@
 //! 2. Each shard is executed under a [`Lease`] from [`Store::claim_shard`],
 //!    kept alive with [`Store::renew_lease`]. Every [`Store::save_checkpoint`]
 //!    follows a sink commit. The shard ends with [`Store::finish_shard`], or is
-//!    given back with [`Store::release_shard`] on pause or shutdown.
+//!    given back with [`Store::release_shard`] on pause or shutdown; both save
+//!    the checkpoint of the last commit in the same write.
 //! 3. [`Store::set_run_state`] moves the run along its lifecycle; reaching
 //!    `succeeded` makes the run's `next_state` the job's state.
 //!
@@ -33,6 +34,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use haul_collect_core::plugin::Checkpoint;
 use haul_collect_core::progress::ShardCounters;
+use haul_collect_core::runtime::ResumePoint;
 
 pub use open::open;
 pub use sqlite::{SCHEMA_VERSION, SqliteStore};
@@ -105,17 +107,18 @@ pub trait Store: Send + Sync {
     /// Claims a shard for `owner` for `ttl`: succeeds only if the shard is
     /// pending, or running with an expired lease; increments its epoch (the
     /// fencing token), sets it running, records an event and returns the
-    /// lease. `Ok(None)` if someone else holds it, it is finished (succeeded or
-    /// failed) or it is not in the run. Expiry uses the store's clock. The run
-    /// must be running: [`Error::RunNotRunning`] otherwise, [`Error::NotFound`]
-    /// if it is missing.
+    /// lease with where the shard resumes (its last saved checkpoint, commit
+    /// sequence and counters, as of the claim). `Ok(None)` if someone else
+    /// holds it, it is finished (succeeded or failed) or it is not in the run.
+    /// Expiry uses the store's clock. The run must be running:
+    /// [`Error::RunNotRunning`] otherwise, [`Error::NotFound`] if it is missing.
     async fn claim_shard(
         &self,
         run_id: &str,
         shard_id: &str,
         owner: &str,
         ttl: Duration,
-    ) -> Result<Option<Lease>, Error>;
+    ) -> Result<Option<(Lease, ResumePoint)>, Error>;
 
     /// Extends a lease to `ttl` from now; [`Error::LeaseLost`] if the epoch
     /// moved on or the lease expired.
@@ -133,19 +136,23 @@ pub trait Store: Send + Sync {
     ) -> Result<(), Error>;
 
     /// Ends a shard as `succeeded` or `failed` (with `error`), conditional on
-    /// the lease like [`Store::save_checkpoint`]; records an event. Any other
-    /// `state` is an [`Error::IllegalTransition`].
+    /// the lease like [`Store::save_checkpoint`]; records an event. `reached`
+    /// is saved with the end, as [`Store::save_checkpoint`] would: the
+    /// checkpoint of the sink's last commit (the stored one is kept when it is
+    /// `None`), its sequence and the counters. Any other `state` is an
+    /// [`Error::IllegalTransition`].
     async fn finish_shard(
         &self,
         lease: &Lease,
         state: ShardState,
-        counters: &ShardCounters,
+        reached: &ResumePoint,
         error: Option<&str>,
     ) -> Result<(), Error>;
 
-    /// Gives a shard back (state pending, lease cleared, checkpoint kept) on
-    /// pause or shutdown, conditional on the lease; records an event.
-    async fn release_shard(&self, lease: &Lease) -> Result<(), Error>;
+    /// Gives a shard back (state pending, lease cleared) on pause or
+    /// shutdown, saving `reached` like [`Store::finish_shard`], conditional
+    /// on the lease; records an event.
+    async fn release_shard(&self, lease: &Lease, reached: &ResumePoint) -> Result<(), Error>;
 
     /// Replaces the job state a running run leaves when it succeeds, for
     /// sources that learn it only by reading (see `Source::final_state`).

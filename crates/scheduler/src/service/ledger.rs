@@ -7,7 +7,6 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use haul_collect_core::ShardSpec;
-use haul_collect_core::progress::ShardCounters;
 use haul_collect_core::runtime::{Ledger, ResumePoint, ShardOutcome};
 use haul_common::shutdown::CancellationToken;
 use haul_register::ledger::StoreLedger;
@@ -86,8 +85,8 @@ impl Ledger for DispatchLedger {
         self.store_ledger.checkpoint(shard, resume).await
     }
 
-    async fn finish(&self, shard: &ShardSpec, outcome: &ShardOutcome, counters: &ShardCounters) -> anyhow::Result<()> {
-        let finished = self.store_ledger.finish(shard, outcome, counters).await;
+    async fn finish(&self, shard: &ShardSpec, outcome: &ShardOutcome, reached: &ResumePoint) -> anyhow::Result<()> {
+        let finished = self.store_ledger.finish(shard, outcome, reached).await;
         self.permits().remove(&shard.id);
         let outcome = match outcome {
             ShardOutcome::Succeeded => "succeeded",

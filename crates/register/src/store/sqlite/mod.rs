@@ -6,9 +6,12 @@
 //! separate small pool and never wait for writers (WAL). Other processes on
 //! the same file are handled by the busy timeout. Every lease-conditional
 //! write is a single `UPDATE … WHERE epoch = ? AND lease_expires_at > now`
-//! whose affected-row count decides, and multi-statement transactions begin
-//! with `BEGIN IMMEDIATE` so they never fail on a lock upgrade. Times are
-//! integer milliseconds since the Unix epoch from SQLite's own clock.
+//! whose affected (or returned) rows decide, and multi-statement transactions
+//! begin with `BEGIN IMMEDIATE` so they never fail on a lock upgrade. Times
+//! are integer milliseconds since the Unix epoch from SQLite's own clock.
+//!
+//! The writes every shard makes (claim, finish, release) are scripts run by
+//! [`group_commit`]: many shards' writes share one transaction.
 
 use std::path::Path;
 use std::time::Duration;
@@ -17,6 +20,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use haul_collect_core::plugin::{Checkpoint, Plan};
 use haul_collect_core::progress::ShardCounters;
+use haul_collect_core::runtime::ResumePoint;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqliteConnection};
 
@@ -27,6 +31,7 @@ use crate::model::{
 use codec::{
     decode_run, decode_shard, from_json, lease_held, mode_name, parse_state, time, to_i64, to_json, to_u64, ttl_ms,
 };
+use group_commit::{GroupCommit, grouped_write};
 
 /// The version of the newest migration in `migrations/sqlite`; a store file
 /// migrated by a newer haul is refused.
@@ -37,6 +42,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connections of the read pool.
 const READERS: u32 = 4;
+
+/// Shards inserted by one statement: 13 bound values each, well under
+/// SQLite's limit of 32,766 per statement.
+const SHARDS_PER_INSERT: usize = 500;
 
 /// The current time in milliseconds since the Unix epoch, by SQLite's clock.
 macro_rules! now_ms {
@@ -71,6 +80,7 @@ macro_rules! shard_columns {
 }
 
 mod codec;
+mod group_commit;
 mod jobs;
 
 /// A [`Store`] in one SQLite file.
@@ -78,6 +88,7 @@ mod jobs;
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    group_commit: GroupCommit,
 }
 
 impl SqliteStore {
@@ -96,11 +107,14 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
-        let writer = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+        // A connection to a local file needs no health check before each use
+        // (the check is a round trip to the connection's thread).
+        let pool = || SqlitePoolOptions::new().test_before_acquire(false);
+        let writer = pool().max_connections(1).connect_with(options.clone()).await?;
         migrator().run(&writer).await?;
-        let reader = SqlitePoolOptions::new().max_connections(READERS).connect_with(options).await?;
+        let reader = pool().max_connections(READERS).connect_with(options).await?;
         tracing::debug!(path = %path.display(), "opened sqlite store");
-        Ok(SqliteStore { writer, reader })
+        Ok(SqliteStore { group_commit: GroupCommit::spawn(writer.clone()), writer, reader })
     }
 
     /// The version of the newest migration applied to the file.
@@ -119,6 +133,59 @@ impl SqliteStore {
 
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, Error> {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// Why `run_id` has no claimable shard: it is missing or not running.
+    async fn claimable_run(&self, run_id: &str) -> Result<(), Error> {
+        let state: Option<String> =
+            sqlx::query_scalar("SELECT state FROM runs WHERE id = ?").bind(run_id).fetch_optional(&self.reader).await?;
+        let state: RunState = parse_state(&state.ok_or_else(|| Error::NotFound { what: format!("run {run_id}") })?)?;
+        match state {
+            RunState::Running => Ok(()),
+            state => Err(Error::RunNotRunning { run_id: run_id.to_string(), state }),
+        }
+    }
+
+    /// Ends a lease: the shard moves to `state` (pending for a release, which
+    /// clears the owner) with `reached` saved and an event recorded, in one
+    /// script conditional on the lease.
+    async fn end_lease(
+        &self,
+        lease: &Lease,
+        state: ShardState,
+        reached: &ResumePoint,
+        error: Option<&str>,
+        reason: &str,
+    ) -> Result<(), Error> {
+        let script = sqlx::query(grouped_write!(
+            concat!(
+                "UPDATE shards SET state = ?, sequence = ?, checkpoint = COALESCE(?, checkpoint), counters = ?, ",
+                "error = ?, owner = CASE WHEN ? THEN NULL ELSE owner END, lease_expires_at = NULL, updated_at = ",
+                now_ms!(),
+                held_lease!(),
+                " RETURNING epoch;"
+            ),
+            concat!(
+                "INSERT INTO events (run_id, shard_id, at, kind, reason) SELECT ?, ?, ",
+                now_ms!(),
+                ", ?, ? WHERE changes() = 1;"
+            ),
+        ))
+        .bind(state.as_str())
+        .bind(to_i64(reached.sequence, "sequence")?)
+        .bind(reached.checkpoint.as_ref().map(to_json).transpose()?)
+        .bind(to_json(&reached.counters)?)
+        .bind(error)
+        .bind(state == ShardState::Pending)
+        .bind(&lease.run_id)
+        .bind(&lease.shard_id)
+        .bind(to_i64(lease.epoch, "epoch")?)
+        .bind(&lease.run_id)
+        .bind(&lease.shard_id)
+        .bind(state.as_str())
+        .bind(reason);
+        let ended = self.group_commit.write(script).await?;
+        lease_held(ended.len() as u64, lease)
     }
 
     async fn run_exists(&self, run_id: &str) -> Result<bool, Error> {
@@ -209,24 +276,30 @@ async fn insert_run(
     Ok(id)
 }
 
-/// Inserts the shards of `plan`, pending, in plan order.
+/// Inserts the shards of `plan`, pending, in plan order, many rows per statement.
 async fn insert_shards(connection: &mut SqliteConnection, run_id: &str, plan: &Plan) -> Result<(), Error> {
     let counters = to_json(&ShardCounters::default())?;
-    for (position, spec) in plan.shards.iter().enumerate() {
-        sqlx::query(concat!(
-            "INSERT INTO shards (run_id, shard_id, position, spec, state, sequence, checkpoint, counters, ",
-            "epoch, owner, lease_expires_at, error, updated_at) ",
-            "VALUES (?, ?, ?, ?, 'pending', 0, NULL, ?, 0, NULL, NULL, NULL, ",
-            now_ms!(),
-            ")"
-        ))
-        .bind(run_id)
-        .bind(&spec.id)
-        .bind(to_i64(position as u64, "shard position")?)
-        .bind(to_json(spec)?)
-        .bind(&counters)
-        .execute(&mut *connection)
-        .await?;
+    for (chunk_index, chunk) in plan.shards.chunks(SHARDS_PER_INSERT).enumerate() {
+        let mut rows = Vec::with_capacity(chunk.len());
+        for (offset, spec) in chunk.iter().enumerate() {
+            let position = to_i64((chunk_index * SHARDS_PER_INSERT + offset) as u64, "shard position")?;
+            rows.push((position, &spec.id, to_json(spec)?));
+        }
+        let mut insert = sqlx::QueryBuilder::new(
+            "INSERT INTO shards (run_id, shard_id, position, spec, state, sequence, checkpoint, counters, \
+             epoch, owner, lease_expires_at, error, updated_at) ",
+        );
+        insert.push_values(rows, |mut row, (position, shard_id, spec)| {
+            row.push_bind(run_id)
+                .push_bind(shard_id.clone())
+                .push_bind(position)
+                .push_bind(spec)
+                .push("'pending', 0, NULL")
+                .push_bind(counters.clone())
+                .push("0, NULL, NULL, NULL")
+                .push(now_ms!());
+        });
+        insert.build().persistent(false).execute(&mut *connection).await?;
     }
     Ok(())
 }
@@ -353,49 +426,48 @@ impl Store for SqliteStore {
         shard_id: &str,
         owner: &str,
         ttl: Duration,
-    ) -> Result<Option<Lease>, Error> {
-        let mut tx = self.begin().await?;
-        let run_state: String = sqlx::query_scalar("SELECT state FROM runs WHERE id = ?")
-            .bind(run_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| Error::NotFound { what: format!("run {run_id}") })?;
-        let run_state: RunState = parse_state(&run_state)?;
-        if run_state != RunState::Running {
-            return Err(Error::RunNotRunning { run_id: run_id.to_string(), state: run_state });
-        }
-        let claimed = sqlx::query(concat!(
-            "UPDATE shards SET state = 'running', epoch = epoch + 1, owner = ?, error = NULL, ",
-            "lease_expires_at = ",
-            now_ms!(),
-            " + ?, updated_at = ",
-            now_ms!(),
-            " WHERE run_id = ? AND shard_id = ? ",
-            "AND (state = 'pending' OR (state = 'running' AND lease_expires_at <= ",
-            now_ms!(),
-            "))"
+    ) -> Result<Option<(Lease, ResumePoint)>, Error> {
+        let script = sqlx::query(grouped_write!(
+            concat!(
+                "UPDATE shards SET state = 'running', epoch = epoch + 1, owner = ?, error = NULL, ",
+                "lease_expires_at = ",
+                now_ms!(),
+                " + ?, updated_at = ",
+                now_ms!(),
+                " WHERE run_id = ? AND shard_id = ? ",
+                "AND (state = 'pending' OR (state = 'running' AND lease_expires_at <= ",
+                now_ms!(),
+                ")) AND (SELECT state FROM runs WHERE id = shards.run_id) = 'running' ",
+                "RETURNING epoch, sequence, checkpoint, counters;"
+            ),
+            concat!(
+                "INSERT INTO events (run_id, shard_id, at, kind, reason) SELECT run_id, shard_id, ",
+                now_ms!(),
+                ", 'running', 'claimed by ' || owner || ' at epoch ' || epoch ",
+                "FROM shards WHERE changes() = 1 AND run_id = ? AND shard_id = ?;"
+            ),
         ))
         .bind(owner)
         .bind(ttl_ms(ttl))
         .bind(run_id)
         .bind(shard_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if claimed == 0 {
+        .bind(run_id)
+        .bind(shard_id);
+        let Some(row) = self.group_commit.write(script).await?.pop() else {
+            self.claimable_run(run_id).await?;
             return Ok(None);
-        }
-        let epoch: i64 = sqlx::query_scalar("SELECT epoch FROM shards WHERE run_id = ? AND shard_id = ?")
-            .bind(run_id)
-            .bind(shard_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        let epoch = to_u64(epoch, "epoch")?;
-        let reason = format!("claimed by {owner} at epoch {epoch}");
-        insert_event(&mut tx, run_id, Some(shard_id), ShardState::Running.as_str(), &reason).await?;
-        tx.commit().await?;
+        };
+        let epoch = to_u64(row.try_get("epoch")?, "epoch")?;
+        let checkpoint: Option<String> = row.try_get("checkpoint")?;
+        let resume = ResumePoint {
+            sequence: to_u64(row.try_get("sequence")?, "sequence")?,
+            checkpoint: checkpoint.map(|text| from_json(&text, "checkpoint")).transpose()?,
+            counters: from_json(&row.try_get::<String, _>("counters")?, "counters")?,
+        };
         tracing::debug!(run_id, shard_id, owner, epoch, "claimed shard");
-        Ok(Some(Lease { run_id: run_id.to_string(), shard_id: shard_id.to_string(), owner: owner.to_string(), epoch }))
+        let lease =
+            Lease { run_id: run_id.to_string(), shard_id: shard_id.to_string(), owner: owner.to_string(), epoch };
+        Ok(Some((lease, resume)))
     }
 
     async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<(), Error> {
@@ -444,53 +516,21 @@ impl Store for SqliteStore {
         &self,
         lease: &Lease,
         state: ShardState,
-        counters: &ShardCounters,
+        reached: &ResumePoint,
         error: Option<&str>,
     ) -> Result<(), Error> {
         if !matches!(state, ShardState::Succeeded | ShardState::Failed) {
             return Err(Error::IllegalTransition { from: ShardState::Running.to_string(), to: state.to_string() });
         }
-        let mut tx = self.begin().await?;
-        let finished = sqlx::query(concat!(
-            "UPDATE shards SET state = ?, counters = ?, error = ?, lease_expires_at = NULL, updated_at = ",
-            now_ms!(),
-            held_lease!()
-        ))
-        .bind(state.as_str())
-        .bind(to_json(counters)?)
-        .bind(error)
-        .bind(&lease.run_id)
-        .bind(&lease.shard_id)
-        .bind(to_i64(lease.epoch, "epoch")?)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        lease_held(finished, lease)?;
         let reason = error.map_or_else(|| format!("finished by {}", lease.owner), str::to_string);
-        insert_event(&mut tx, &lease.run_id, Some(&lease.shard_id), state.as_str(), &reason).await?;
-        tx.commit().await?;
+        self.end_lease(lease, state, reached, error, &reason).await?;
         tracing::debug!(run_id = %lease.run_id, shard_id = %lease.shard_id, state = %state, "finished shard");
         Ok(())
     }
 
-    async fn release_shard(&self, lease: &Lease) -> Result<(), Error> {
-        let mut tx = self.begin().await?;
-        let released = sqlx::query(concat!(
-            "UPDATE shards SET state = 'pending', owner = NULL, lease_expires_at = NULL, updated_at = ",
-            now_ms!(),
-            held_lease!()
-        ))
-        .bind(&lease.run_id)
-        .bind(&lease.shard_id)
-        .bind(to_i64(lease.epoch, "epoch")?)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        lease_held(released, lease)?;
+    async fn release_shard(&self, lease: &Lease, reached: &ResumePoint) -> Result<(), Error> {
         let reason = format!("released by {}", lease.owner);
-        insert_event(&mut tx, &lease.run_id, Some(&lease.shard_id), ShardState::Pending.as_str(), &reason).await?;
-        tx.commit().await?;
-        Ok(())
+        self.end_lease(lease, ShardState::Pending, reached, None, &reason).await
     }
 
     async fn set_next_state(&self, run_id: &str, next_state: &serde_json::Value) -> Result<(), Error> {
