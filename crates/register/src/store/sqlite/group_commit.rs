@@ -108,3 +108,43 @@ async fn commit_group(connection: &mut SqliteConnection, group: &mut Vec<Write>)
 fn error_for_all(error: &sqlx::Error) -> Error {
     Error::Database(sqlx::Error::Protocol(format!("the group's transaction failed: {error}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failed_write_is_undone_alone_and_the_others_of_its_group_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join("group.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
+        sqlx::query("CREATE TABLE numbers (n INTEGER NOT NULL CHECK (n < 10))").execute(&pool).await.unwrap();
+        let group = GroupCommit::spawn(pool.clone());
+        let insert_twice = |n: i64| {
+            sqlx::query(grouped_write!(
+                "INSERT INTO numbers (n) VALUES (?);",
+                "INSERT INTO numbers (n) VALUES (? + 5) RETURNING n;"
+            ))
+            .bind(n)
+            .bind(n)
+        };
+
+        // Queued together, so they share a group; 7 + 5 breaks the CHECK.
+        let (first, failed, last) =
+            tokio::join!(group.write(insert_twice(1)), group.write(insert_twice(7)), group.write(insert_twice(2)));
+        let returned =
+            |rows: Vec<SqliteRow>| rows.iter().map(|row| sqlx::Row::get::<i64, _>(row, "n")).collect::<Vec<_>>();
+        assert_eq!(returned(first.unwrap()), [6]);
+        assert!(matches!(failed, Err(Error::Database(_))), "{failed:?}");
+        assert_eq!(returned(last.unwrap()), [7]);
+
+        let stored: Vec<i64> = sqlx::query_scalar("SELECT n FROM numbers ORDER BY n").fetch_all(&pool).await.unwrap();
+        assert_eq!(stored, [1, 2, 6, 7], "the failed write left nothing, not even its first row");
+        assert_eq!(returned(group.write(insert_twice(3)).await.unwrap()), [8], "the next group works");
+    }
+}
