@@ -35,6 +35,7 @@ mysql -h 127.0.0.1 -u root -e 'create database if not exists test'
 # four-letter `ruok` may be off (4lw whitelist), so no reply is asked for.
 zookeeper_answers() { timeout 2 bash -c ': <>/dev/tcp/127.0.0.1/2181'; }
 zk_server=/usr/share/zookeeper/bin/zkServer.sh
+zk_config="$(cd "$(dirname "$0")" && pwd)/zookeeper.cfg"
 if ! zookeeper_answers 2>/dev/null; then
   if [ ! -x "$zk_server" ]; then
     echo "services: installing ZooKeeper (zookeeperd)"
@@ -46,8 +47,8 @@ if ! zookeeper_answers 2>/dev/null; then
     fi
   fi
   echo "services: starting ZooKeeper"
-  "$zk_server" start </dev/null >/dev/null 2>&1
+  "$zk_server" start "$zk_config" </dev/null >/dev/null 2>&1
   # `status` asks the server for its mode (`srvr`), so it passes once it serves.
-  wait_for ZooKeeper "$zk_server" status
+  wait_for ZooKeeper "$zk_server" status "$zk_config"
 fi
 echo "services: PostgreSQL, MariaDB and ZooKeeper (127.0.0.1:2181) are ready"

@@ -87,7 +87,8 @@ impl Space {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Removes what `keep` rejects, then publishes the members and the leader.
+    /// Removes the members and candidates the predicates select (a removed
+    /// candidate stops leading), then publishes the members and the leader.
     fn remove(
         &self,
         mut state: MutexGuard<'_, State>,
