@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use async_trait::async_trait;
 use tokio::sync::watch;
@@ -21,22 +22,28 @@ pub(super) async fn join(shared: &Arc<Shared>, worker: WorkerInfo) -> Result<Mem
         Err(zookeeper_client::Error::NodeExists) => return Err(Error::AlreadyMember(worker.id)),
         Err(error) => return Err(error.into()),
     }
+    let owner = Arc::new(AtomicI64::new(client.session_id().0));
     let (info, receiver) = watch::channel(worker);
     let sessions = shared.sessions.subscribe();
     let task = {
-        let path = path.clone();
+        let (path, owner) = (path.clone(), owner.clone());
         AbortOnDrop::spawn(async move {
-            for_each_session(sessions, "membership", |client| keep(client, path.clone(), receiver.clone())).await;
+            for_each_session(sessions, "membership", |client| {
+                keep(client, path.clone(), receiver.clone(), owner.clone())
+            })
+            .await;
         })
     };
-    Ok(Membership::new(Box::new(ZkSeat { shared: shared.clone(), path, info, task, left: false })))
+    Ok(Membership::new(Box::new(ZkSeat { shared: shared.clone(), path, owner, info, task, left: false })))
 }
 
-/// Keeps this session's node of a member, with its latest info.
+/// Keeps this session's node of a member, with its latest info, and records
+/// the session as its `owner`.
 async fn keep(
     client: Client,
     path: String,
     mut info: watch::Receiver<WorkerInfo>,
+    owner: Arc<AtomicI64>,
 ) -> Result<(), zookeeper_client::Error> {
     let mut state = client.state_watcher();
     let data = encode(&info.borrow_and_update());
@@ -52,6 +59,7 @@ async fn keep(
         }
         Err(error) => return Err(error),
     }
+    owner.store(client.session_id().0, Ordering::Release);
     loop {
         tokio::select! {
             changed = info.changed() => {
@@ -72,9 +80,20 @@ async fn keep(
 struct ZkSeat {
     shared: Arc<Shared>,
     path: String,
+    /// The session that created the node: a node of the same id created by
+    /// another session (after this one expired) is not this seat's to delete.
+    owner: Arc<AtomicI64>,
     info: watch::Sender<WorkerInfo>,
     task: AbortOnDrop,
     left: bool,
+}
+
+impl ZkSeat {
+    /// The live session's client, if that session owns the node.
+    fn owning_client(&self) -> Result<Option<Client>, Error> {
+        let client = self.shared.client()?;
+        Ok((client.session_id().0 == self.owner.load(Ordering::Acquire)).then_some(client))
+    }
 }
 
 #[async_trait]
@@ -86,7 +105,10 @@ impl MemberSeat for ZkSeat {
     async fn leave(mut self: Box<Self>) -> Result<(), Error> {
         self.task.abort();
         self.left = true;
-        match self.shared.client()?.delete(&self.path, None).await {
+        let Some(client) = self.owning_client()? else {
+            return Ok(());
+        };
+        match client.delete(&self.path, None).await {
             Ok(()) | Err(zookeeper_client::Error::NoNode) => Ok(()),
             Err(error) => Err(error.into()),
         }
@@ -97,7 +119,7 @@ impl Drop for ZkSeat {
     fn drop(&mut self) {
         self.task.abort();
         if !self.left
-            && let Ok(client) = self.shared.client()
+            && let Ok(Some(client)) = self.owning_client()
         {
             // The request is sent now; its reply is not awaited.
             drop(client.delete(&self.path, None));
