@@ -1,7 +1,7 @@
 //! haul's coordination layer: the traits through which runs, shards and
 //! workers coordinate — starting with the [`store::Store`], the source of truth
 //! for jobs' incremental state, runs and the shard ledger — and their backends
-//! (SQLite today; MySQL and PostgreSQL behind the same trait). Beside it, the
+//! (SQLite, PostgreSQL and MySQL/MariaDB behind the same trait). Beside it, the
 //! services that may lose their state: the shared [`limiter`] and the
 //! [`seen`] set, in process or on Redis ([`redis_link`]), and the
 //! [`registry`] of worker membership, leader election and the config centre,
@@ -19,9 +19,11 @@ pub mod redis_link;
 pub mod registry;
 pub mod seen;
 pub mod store;
+#[cfg(feature = "testsuite")]
+pub mod testing;
 
 pub use model::{
     Event, JobRecord, Lease, NewRun, QueuedRun, RunFilter, RunRecord, RunRequest, RunState, RunTrigger, ShardRecord,
     ShardState,
 };
-pub use store::{Error, SqliteStore, Store};
+pub use store::{Error, MySqlStore, PostgresStore, SqliteStore, Store};

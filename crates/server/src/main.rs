@@ -2,7 +2,8 @@
 //! with resumable local state; `haul check` validates a job and tests its
 //! connections; `haul plugins` lists what jobs can use; `haul server` starts
 //! the platform (scheduler, REST API, embedded workers); `haul jobs`, `haul
-//! runs` and `haul backfill` drive a running server through its API.
+//! runs` and `haul backfill` drive a running server through its API; `haul
+//! store migrate` moves a store to another backend.
 
 mod api;
 mod commands;
@@ -59,6 +60,8 @@ enum Command {
     Runs(commands::client::runs::RunsArgs),
     /// Queue one run of a job per past interval on a server.
     Backfill(commands::client::backfill::BackfillArgs),
+    /// Move a store's records to another backend.
+    Store(commands::store::StoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
             Command::Jobs(args) => commands::client::jobs::run(args).await,
             Command::Runs(args) => commands::client::runs::run(args).await,
             Command::Backfill(args) => commands::client::backfill::run(args).await,
+            Command::Store(args) => commands::store::run(args).await,
         }
     });
     match result {

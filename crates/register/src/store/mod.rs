@@ -25,8 +25,16 @@
 //! - Run and shard states change only along the transition tables of
 //!   [`crate::model`]; a succeeded run and its job state change together.
 //! - A write that returned `Ok` survives a crash of the process.
+//!
+//! The server databases — PostgreSQL, MySQL/MariaDB — are one implementation,
+//! [`SqlStore`], over a small [`Dialect`] each; SQLite has its own, tuned for
+//! one file (grouped writes through one connection), and shares its dialect's
+//! export and import. [`open`] picks a backend by URL.
 
+mod mysql;
 mod open;
+mod postgres;
+mod sql;
 mod sqlite;
 
 use std::time::Duration;
@@ -36,8 +44,11 @@ use haul_collect_core::plugin::Checkpoint;
 use haul_collect_core::progress::ShardCounters;
 use haul_collect_core::runtime::ResumePoint;
 
-pub use open::open;
-pub use sqlite::{SCHEMA_VERSION, SqliteStore};
+pub use mysql::{MySqlDialect, MySqlStore};
+pub use open::{open, redacted};
+pub use postgres::{PostgresDialect, PostgresStore};
+pub use sql::{Cell, Columns, Dialect, Snapshot, SqlStore, TableRows};
+pub use sqlite::{SCHEMA_VERSION, SqliteDialect, SqliteStore};
 
 use crate::model::{
     Event, JobRecord, Lease, NewRun, QueuedRun, RunFilter, RunRecord, RunState, ShardRecord, ShardState,
@@ -67,6 +78,9 @@ pub enum Error {
     /// A store URL this build cannot open.
     #[error("unsupported store url: {0}")]
     Unsupported(String),
+    /// An import into a store that holds data already.
+    #[error("the store is not empty: table {table} has rows")]
+    NotEmpty { table: String },
 }
 
 impl Error {
@@ -212,4 +226,13 @@ pub trait Store: Send + Sync {
 
     /// Records the latest schedule time the scheduler has dealt with.
     async fn set_planned_through(&self, name: &str, at: chrono::DateTime<chrono::Utc>) -> Result<(), Error>;
+
+    /// Every stored row — jobs, job states, runs, shards with their
+    /// checkpoints, epochs and leases, events — read in one transaction.
+    async fn export(&self) -> Result<Snapshot, Error>;
+
+    /// Writes an [`Store::export`] of another store into this one, in one
+    /// transaction, so that it reads back identical records;
+    /// [`Error::NotEmpty`] if this store holds any row already.
+    async fn import(&self, snapshot: &Snapshot) -> Result<(), Error>;
 }

@@ -6,3 +6,4 @@ pub mod deadletter;
 pub mod plugins;
 pub mod run;
 pub mod server;
+pub mod store;

@@ -123,8 +123,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     file.slots = args.slots.unwrap_or(file.slots).max(1);
     let store_url =
         file.store.clone().unwrap_or_else(|| format!("sqlite://{}", file.state_dir.join("server.db").display()));
-    let store =
-        haul_register::store::open(&store_url).await.with_context(|| format!("opening the store {store_url}"))?;
+    let store = haul_register::store::open(&store_url)
+        .await
+        .with_context(|| format!("opening the store {}", haul_register::store::redacted(&store_url)))?;
 
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()

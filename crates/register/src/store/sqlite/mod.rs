@@ -24,7 +24,7 @@ use haul_collect_core::runtime::ResumePoint;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqliteConnection};
 
-use super::{Error, Store};
+use super::{Error, Snapshot, Store};
 use crate::model::{
     Event, JobRecord, Lease, NewRun, QueuedRun, RunFilter, RunRecord, RunState, ShardRecord, ShardState,
 };
@@ -80,8 +80,11 @@ macro_rules! shard_columns {
 }
 
 mod codec;
+mod dialect;
 mod group_commit;
 mod jobs;
+
+pub use dialect::SqliteDialect;
 
 /// A [`Store`] in one SQLite file.
 #[derive(Debug, Clone)]
@@ -736,6 +739,14 @@ impl Store for SqliteStore {
 
     async fn set_planned_through(&self, name: &str, at: DateTime<Utc>) -> Result<(), Error> {
         jobs::set_planned_through(&self.writer, name, at).await
+    }
+
+    async fn export(&self) -> Result<Snapshot, Error> {
+        super::sql::export::<SqliteDialect>(&self.writer).await
+    }
+
+    async fn import(&self, snapshot: &Snapshot) -> Result<(), Error> {
+        super::sql::import::<SqliteDialect>(&self.writer, snapshot).await
     }
 }
 

@@ -1,0 +1,338 @@
+//! The [`Store`](super::Store) contract written once in SQL, for every
+//! backend sqlx drives: [`SqlStore`] over a [`Dialect`].
+//!
+//! Statements are written once, in standard SQL with `?` placeholders, the
+//! `{now}` token for the database's clock in milliseconds since the Unix
+//! epoch, and `"double quoted"` identifiers; [`Dialect::sql`] turns them into
+//! the backend's text (`$1` placeholders, backquotes, its clock expression).
+//! Everything else a backend differs in — how a transaction begins, row lock
+//! clauses, the upsert clause, its migrations and connection settings — is
+//! one item of its [`Dialect`].
+//!
+//! Concurrency rests on the database, never on reading then writing: every
+//! lease-conditional write is one `UPDATE … WHERE epoch = ? AND
+//! lease_expires_at > now` whose affected-row count decides; statements that
+//! read a run before changing it lock its row (`FOR UPDATE`, or the shared
+//! lock of a claim, so that claims never race a pause); `enqueue_run` leans
+//! on the unique index of job, trigger and schedule time. No statement uses
+//! `RETURNING`, which MariaDB lacks.
+
+mod codec;
+mod contract;
+mod snapshot;
+
+use std::fmt::Write as _;
+use std::marker::PhantomData;
+
+use haul_collect_core::plugin::Plan;
+use haul_collect_core::progress::ShardCounters;
+use haul_collect_core::runtime::ResumePoint;
+use sqlx::{AssertSqlSafe, Database, Pool};
+
+pub use codec::Columns;
+pub use snapshot::{Cell, Snapshot, TableRows};
+pub(crate) use snapshot::{export, import};
+
+use super::Error;
+use crate::model::{Lease, QueuedRun, RunRecord, RunState, ShardState};
+use codec::{decode_run, lease_held, mode_name, to_i64, to_json};
+
+/// What one SQL backend does differently; see the module documentation.
+pub trait Dialect: Send + Sync + 'static {
+    /// The sqlx driver.
+    type Db: Database<QueryResult: RowsAffected, Row: Columns>;
+
+    /// The current time in milliseconds since the Unix epoch by the
+    /// database's clock, as an integer expression.
+    const NOW_MS: &'static str;
+
+    /// Whether placeholders are numbered (`$1`) rather than `?`.
+    const NUMBERED_PLACEHOLDERS: bool;
+
+    /// The character that quotes identifiers.
+    const IDENTIFIER_QUOTE: char;
+
+    /// The statement that begins a write transaction, when not the driver's.
+    const BEGIN: Option<&'static str>;
+
+    /// Appended to a `SELECT` of the row a transaction is about to change.
+    const LOCK_FOR_UPDATE: &'static str;
+
+    /// Appended to a `SELECT` of a row that must not change until commit.
+    const LOCK_FOR_SHARE: &'static str;
+
+    /// The clause after an `INSERT` that turns a conflict on `key` into an
+    /// update, up to and including `SET`.
+    fn on_conflict_update(key: &str) -> String;
+
+    /// The value an upsert tried to insert into `column`.
+    fn inserted(column: &str) -> String;
+
+    /// The backend's migrations, embedded in the binary.
+    fn migrator() -> sqlx::migrate::Migrator;
+
+    /// A statement template in this backend's SQL.
+    fn sql(template: &str) -> AssertSqlSafe<String> {
+        let mut text = String::with_capacity(template.len() + 64);
+        let mut placeholders = 0;
+        for (i, part) in template.split("{now}").enumerate() {
+            if i > 0 {
+                text.push_str(Self::NOW_MS);
+            }
+            for character in part.chars() {
+                match character {
+                    '?' if Self::NUMBERED_PLACEHOLDERS => {
+                        placeholders += 1;
+                        let _ = write!(text, "${placeholders}");
+                    }
+                    '"' => text.push(Self::IDENTIFIER_QUOTE),
+                    other => text.push(other),
+                }
+            }
+        }
+        AssertSqlSafe(text)
+    }
+}
+
+/// How many rows a statement changed (or matched, on MySQL, whose
+/// connections report found rows).
+pub trait RowsAffected {
+    fn rows_affected(&self) -> u64;
+}
+
+macro_rules! rows_affected {
+    ($($result:ty),+) => {
+        $(impl RowsAffected for $result {
+            fn rows_affected(&self) -> u64 {
+                <$result>::rows_affected(self)
+            }
+        })+
+    };
+}
+
+rows_affected!(sqlx::sqlite::SqliteQueryResult, sqlx::postgres::PgQueryResult, sqlx::mysql::MySqlQueryResult);
+
+/// A [`Store`](super::Store) in a SQL database. Writes go through `writer`,
+/// reads through `reader`: the same pool on a server database; one writer
+/// connection and a few readers on a SQLite file.
+#[derive(Debug)]
+pub struct SqlStore<D: Dialect> {
+    writer: Pool<D::Db>,
+    reader: Pool<D::Db>,
+    dialect: PhantomData<D>,
+}
+
+impl<D: Dialect> Clone for SqlStore<D> {
+    fn clone(&self) -> Self {
+        SqlStore { writer: self.writer.clone(), reader: self.reader.clone(), dialect: PhantomData }
+    }
+}
+
+/// The migrations of a backend from its SQL files, numbered from 1.
+pub(super) fn embedded_migrations(files: &[(&'static str, &'static str)]) -> sqlx::migrate::Migrator {
+    use sqlx::SqlSafeStr;
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    let migrations = files
+        .iter()
+        .zip(1..)
+        .map(|((name, sql), version)| {
+            Migration::new(version, (*name).into(), MigrationType::Simple, sql.into_sql_str(), false)
+        })
+        .collect();
+    Migrator::with_migrations(migrations)
+}
+
+impl<D: Dialect> SqlStore<D>
+where
+    for<'c> &'c mut <D::Db as Database>::Connection: sqlx::Executor<'c, Database = D::Db>,
+    <D::Db as Database>::Arguments: sqlx::IntoArguments<D::Db>,
+    for<'q> &'q str: sqlx::Encode<'q, D::Db> + sqlx::Type<D::Db>,
+    for<'q> Option<&'q str>: sqlx::Encode<'q, D::Db>,
+    i64: for<'q> sqlx::Encode<'q, D::Db> + sqlx::Type<D::Db>,
+    Option<i64>: for<'q> sqlx::Encode<'q, D::Db>,
+    bool: for<'q> sqlx::Encode<'q, D::Db> + sqlx::Type<D::Db>,
+{
+    /// A store over pools whose database is migrated already.
+    pub(super) fn new(writer: Pool<D::Db>, reader: Pool<D::Db>) -> Self {
+        SqlStore { writer, reader, dialect: PhantomData }
+    }
+
+    /// The version of the newest migration applied to the database.
+    pub async fn schema_version(&self) -> Result<i64, Error> {
+        let row = sqlx::query(D::sql("SELECT MAX(version) AS version FROM _sqlx_migrations WHERE success"))
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(row.optional_integer("version")?.unwrap_or(0))
+    }
+
+    /// Closes every connection, waiting for those in use.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, D::Db>, Error> {
+        Ok(match D::BEGIN {
+            Some(statement) => self.writer.begin_with(statement).await?,
+            None => self.writer.begin().await?,
+        })
+    }
+
+    async fn run_exists(&self, run_id: &str) -> Result<bool, Error> {
+        let found =
+            sqlx::query(D::sql("SELECT id FROM runs WHERE id = ?")).bind(run_id).fetch_optional(&self.reader).await?;
+        Ok(found.is_some())
+    }
+
+    async fn insert_event(
+        connection: &mut <D::Db as Database>::Connection,
+        run_id: &str,
+        shard_id: Option<&str>,
+        kind: &str,
+        reason: &str,
+    ) -> Result<(), Error> {
+        sqlx::query(D::sql("INSERT INTO events (run_id, shard_id, at, kind, reason) VALUES (?, ?, {now}, ?, ?)"))
+            .bind(run_id)
+            .bind(shard_id)
+            .bind(kind)
+            .bind(reason)
+            .execute(connection)
+            .await?;
+        Ok(())
+    }
+
+    /// Inserts a run row in `state` and returns its new id (a UUIDv7).
+    async fn insert_run(
+        connection: &mut <D::Db as Database>::Connection,
+        run: &QueuedRun,
+        state: RunState,
+        next_state: Option<&serde_json::Value>,
+    ) -> Result<String, Error> {
+        let id = uuid::Uuid::now_v7().to_string();
+        let request = &run.request;
+        let next_state = next_state.map(to_json).transpose()?;
+        let params = request.params.as_ref().map(to_json).transpose()?;
+        sqlx::query(D::sql(concat!(
+            "INSERT INTO runs (id, job, spec_hash, mode, state, next_state, message, created_at, updated_at, ",
+            "\"trigger\", scheduled_for, priority, pool, params, attempt, started_at) ",
+            "VALUES (?, ?, ?, ?, ?, ?, NULL, {now}, {now}, ?, ?, ?, ?, ?, ?, CASE WHEN ? THEN {now} END)"
+        )))
+        .bind(id.as_str())
+        .bind(run.job.as_str())
+        .bind(run.spec_hash.as_str())
+        .bind(mode_name(run.mode))
+        .bind(state.as_str())
+        .bind(next_state.as_deref())
+        .bind(request.trigger.as_str())
+        .bind(request.scheduled_for.map(|at| at.timestamp_millis()))
+        .bind(i64::from(request.priority))
+        .bind(request.pool.as_str())
+        .bind(params.as_deref())
+        .bind(i64::from(request.attempt))
+        .bind(state == RunState::Running)
+        .execute(connection)
+        .await?;
+        Ok(id)
+    }
+
+    /// Inserts the shards of `plan`, pending, in plan order.
+    async fn insert_shards(
+        connection: &mut <D::Db as Database>::Connection,
+        run_id: &str,
+        plan: &Plan,
+    ) -> Result<(), Error> {
+        let counters = to_json(&ShardCounters::default())?;
+        for (position, spec) in plan.shards.iter().enumerate() {
+            sqlx::query(D::sql(concat!(
+                "INSERT INTO shards (run_id, shard_id, position, spec, state, sequence, checkpoint, counters, ",
+                "epoch, owner, lease_expires_at, error, updated_at) ",
+                "VALUES (?, ?, ?, ?, 'pending', 0, NULL, ?, 0, NULL, NULL, NULL, {now})"
+            )))
+            .bind(run_id)
+            .bind(spec.id.as_str())
+            .bind(to_i64(position as u64, "shard position")?)
+            .bind(to_json(spec)?.as_str())
+            .bind(counters.as_str())
+            .execute(&mut *connection)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Ends a lease: the shard moves to `state` (pending for a release, which
+    /// clears the owner) with `reached` saved — its checkpoint only when set —
+    /// and an event recorded, in one transaction conditional on the lease.
+    async fn end_lease(
+        &self,
+        lease: &Lease,
+        state: ShardState,
+        reached: &ResumePoint,
+        error: Option<&str>,
+        reason: &str,
+    ) -> Result<(), Error> {
+        let checkpoint = reached.checkpoint.as_ref().map(to_json).transpose()?;
+        let mut tx = self.begin().await?;
+        let ended = sqlx::query(D::sql(&format!(
+            "UPDATE shards SET state = ?, sequence = ?, checkpoint = COALESCE(?, checkpoint), counters = ?, \
+             error = ?, owner = CASE WHEN ? THEN NULL ELSE owner END, lease_expires_at = NULL, \
+             updated_at = {{now}}{HELD_LEASE}"
+        )))
+        .bind(state.as_str())
+        .bind(to_i64(reached.sequence, "sequence")?)
+        .bind(checkpoint.as_deref())
+        .bind(to_json(&reached.counters)?.as_str())
+        .bind(error)
+        .bind(state == ShardState::Pending)
+        .bind(lease.run_id.as_str())
+        .bind(lease.shard_id.as_str())
+        .bind(to_i64(lease.epoch, "epoch")?)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        lease_held(ended, lease)?;
+        Self::insert_event(&mut tx, &lease.run_id, Some(&lease.shard_id), state.as_str(), reason).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The run queued already for the job, trigger and schedule time of `run`, if any.
+    async fn queued_run(&self, run: &QueuedRun) -> Result<Option<RunRecord>, Error> {
+        let Some(at) = run.request.scheduled_for else {
+            return Ok(None);
+        };
+        let row = sqlx::query(D::sql(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE job = ? AND \"trigger\" = ? AND scheduled_for = ?"
+        )))
+        .bind(run.job.as_str())
+        .bind(run.request.trigger.as_str())
+        .bind(at.timestamp_millis())
+        .fetch_optional(&self.writer)
+        .await?;
+        row.as_ref().map(decode_run).transpose()
+    }
+
+    /// A run, read under `lock` (one of the dialect's lock clauses, or "").
+    async fn select_run(
+        connection: &mut <D::Db as Database>::Connection,
+        run_id: &str,
+        lock: &str,
+    ) -> Result<RunRecord, Error> {
+        let row = sqlx::query(D::sql(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?{lock}")))
+            .bind(run_id)
+            .fetch_optional(connection)
+            .await?
+            .ok_or_else(|| Error::NotFound { what: format!("run {run_id}") })?;
+        decode_run(&row)
+    }
+}
+
+const RUN_COLUMNS: &str = "id, job, spec_hash, mode, state, next_state, message, created_at, updated_at, \
+     \"trigger\", scheduled_for, priority, pool, params, attempt, started_at, finished_at";
+
+const SHARD_COLUMNS: &str = "run_id, spec, state, sequence, checkpoint, counters, epoch, owner, error";
+
+/// The condition that lets an update through only for the holder of a live
+/// lease: the shard's current epoch, still running, and the lease unexpired
+/// by the store's clock. Binds run id, shard id and epoch, in that order.
+const HELD_LEASE: &str =
+    " WHERE run_id = ? AND shard_id = ? AND epoch = ? AND state = 'running' AND lease_expires_at > {now}";
