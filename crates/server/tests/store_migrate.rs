@@ -94,7 +94,7 @@ async fn there_and_back(backend: Backend) {
 
     let again = ws.haul(&["store", "migrate", "--from", &local, "--to", server.url()]);
     assert!(!again.status.success());
-    assert!(text(&again).contains("the store is not empty: table jobs has rows"), "{}", text(&again));
+    assert!(text(&again).contains("the store is not empty: table job_state has rows"), "{}", text(&again));
 
     let back = ws.haul(&["store", "migrate", "--from", server.url(), "--to", &ws.sqlite_url(".haul2")]);
     assert!(back.status.success(), "{}", text(&back));
