@@ -359,3 +359,39 @@ async fn an_expired_session_loses_its_members_and_leadership_then_joins_and_camp
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_session_expired_does_not_remove_the_member_that_took_its_id() {
+    on_zookeeper(|backend: Arc<ZooKeeper>| async move {
+        let proxy = Proxy::start().await;
+        let cut_off = ZkRegistry::connect(backend.config(&proxy.address.to_string())).await.unwrap();
+        let other = backend.session().await;
+        let mut members = other.members().await.unwrap();
+        let stale = cut_off.join(worker("w1", 4)).await.unwrap();
+        members_until(&mut members, |members| ids(members) == ["w1"]).await;
+
+        proxy.cut.send_replace(true);
+        let expired = matches!(
+            tokio::time::timeout(SESSION_TIMEOUT * 3, members.wait_for(|members| members.is_empty())).await,
+            Ok(Ok(_))
+        );
+        assert!(expired);
+        let _taken = other.join(worker("w1", 8)).await.unwrap();
+        proxy.cut.send_replace(false);
+        // Until its new session is open, the cut-off registry's calls fail.
+        let started = Instant::now();
+        while cut_off.config("probe").await.is_err() {
+            assert!(started.elapsed() < PROMPTLY, "no new session");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        drop(stale);
+        // Requests of one session are handled in order: a delete sent by the
+        // drop would be done before this call returns.
+        cut_off.config("probe").await.unwrap();
+        let client = zookeeper_client::Client::connect(ZOOKEEPER).await.unwrap();
+        let (data, _) = client.get_data(&format!("{}/workers/w1", backend.chroot)).await.unwrap();
+        assert_eq!(serde_json::from_slice::<WorkerInfo>(&data).unwrap(), worker("w1", 8));
+    })
+    .await;
+}
