@@ -60,7 +60,8 @@ impl Platform {
         };
         let store_ledger = StoreLedger::new(inner.store.clone(), &run.id, &inner.config.owner, inner.config.lease_ttl);
         let ledger = Arc::new(DispatchLedger::new(store_ledger, inner.dispatcher.clone(), ticket, stop.clone()));
-        let settings = RunSettings::for_job(&job.spec, &run.id);
+        let settings =
+            RunSettings { limiter: inner.config.limiter.clone(), ..RunSettings::for_job(&job.spec, &run.id) };
         let source = job.pipeline.source.clone();
         tracing::info!(run_id = %run.id, job = %run.job, shards = shards.len(), "run executing");
         metrics::gauge!("haul_runs_executing").increment(1.0);

@@ -36,6 +36,7 @@ use haul_collect_core::registry::PluginRegistry;
 use haul_common::clock::Clock;
 use haul_common::shutdown::CancellationToken;
 use haul_register::Store;
+use haul_register::limiter::{InProcessLimiter, Limiter};
 use tokio::sync::Notify;
 
 pub use actions::{Backfill, RequestedRange, RunDetail, ShardView, SpecFormat, TriggerRequest};
@@ -64,6 +65,9 @@ pub struct ServiceConfig {
     /// The name leases are held under; stable across restarts of this server,
     /// so a restarted server takes its shards back at once.
     pub owner: String,
+    /// Where the runs' `[rate_limit]`s take their permits: shared by every run
+    /// of this process, and by every server when it is on Redis.
+    pub limiter: Arc<dyn Limiter>,
 }
 
 impl Default for ServiceConfig {
@@ -77,6 +81,7 @@ impl Default for ServiceConfig {
             lease_ttl: Duration::from_secs(15),
             state_dir: PathBuf::from(".haul"),
             owner: "server".into(),
+            limiter: Arc::new(InProcessLimiter::new()),
         }
     }
 }

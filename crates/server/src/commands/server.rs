@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -18,6 +19,8 @@ use anyhow::Context;
 use haul_common::clock::SystemClock;
 use haul_common::duration::HumanDuration;
 use haul_common::shutdown;
+use haul_register::limiter::{Limiter, LimiterOptions};
+use haul_register::redis_link::RedisOptions;
 use haul_scheduler::service::{Platform, ServiceConfig};
 use serde::Deserialize;
 
@@ -56,6 +59,9 @@ struct ServerFile {
     pools: BTreeMap<String, usize>,
     #[serde(default)]
     scheduler: SchedulerFile,
+    /// Where the jobs' `[rate_limit]`s are kept: in process by default.
+    #[serde(default)]
+    limiter: LimiterFile,
     /// How long a stopping server waits for its shards to checkpoint.
     #[serde(default = "default_grace")]
     shutdown_grace: HumanDuration,
@@ -79,6 +85,37 @@ impl Default for SchedulerFile {
             aging_step: HumanDuration(defaults.aging_step),
             lease_ttl: HumanDuration(defaults.lease_ttl),
         }
+    }
+}
+
+/// The `[limiter]` table: `url = "redis://HOST:PORT/DB"` shares the limits
+/// between servers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct LimiterFile {
+    url: Option<String>,
+    /// Prepended to the limiter's keys in Redis.
+    prefix: String,
+    /// The servers sharing the limits: while Redis is unreachable, each
+    /// allows itself this fraction of every limit.
+    expected_workers: NonZeroU32,
+}
+
+impl Default for LimiterFile {
+    fn default() -> Self {
+        let defaults = LimiterOptions::default();
+        LimiterFile { url: None, prefix: defaults.redis.prefix, expected_workers: defaults.expected_workers }
+    }
+}
+
+impl LimiterFile {
+    fn open(&self) -> anyhow::Result<Arc<dyn Limiter>> {
+        let options = LimiterOptions {
+            redis: RedisOptions { prefix: self.prefix.clone(), ..RedisOptions::default() },
+            expected_workers: self.expected_workers,
+        };
+        // the url may hold a password: it stays out of the message
+        haul_register::limiter::open(self.url.as_deref(), &options).context("opening the rate limiter")
     }
 }
 
@@ -140,6 +177,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         lease_ttl: file.scheduler.lease_ttl.0,
         state_dir: file.state_dir.clone(),
         owner: format!("server@{host}:{}", file.listen.port()),
+        limiter: file.limiter.open()?,
     };
     let stop = shutdown::on_signal();
     let registry = Arc::new(job_loader::builtin_registry());
@@ -161,4 +199,24 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     }
     scheduler.abort();
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter_of(config: &str) -> anyhow::Result<String> {
+        let file: ServerFile = toml::from_str(config)?;
+        Ok(format!("{:?}", file.limiter.open()?))
+    }
+
+    #[tokio::test]
+    async fn the_limiter_table_chooses_the_backend() {
+        assert!(limiter_of("").unwrap().starts_with("InProcessLimiter"));
+        let redis = "[limiter]\nurl = \"redis://127.0.0.1:6379/0\"\nprefix = \"site\"\nexpected_workers = 8";
+        assert!(limiter_of(redis).unwrap().starts_with("RedisLimiter"));
+        let error = limiter_of("[limiter]\nurl = \"zk://:secret@127.0.0.1\"").unwrap_err();
+        assert!(!format!("{error:#}").contains("secret"), "{error:#}");
+        assert!(limiter_of("[limiter]\nexpected_workers = 0").is_err());
+    }
 }
