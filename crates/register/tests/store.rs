@@ -381,7 +381,7 @@ async fn checkpoint_concurrently(stores: &[Arc<dyn Store>]) -> String {
 
 async fn concurrent_checkpoints_on_many_shards_all_succeed(db: &TestDatabase) {
     let store = db.open().await;
-    let run_id = checkpoint_concurrently(&[store.clone()]).await;
+    let run_id = checkpoint_concurrently(std::slice::from_ref(&store)).await;
     for shard in store.shards(&run_id).await.unwrap() {
         assert_eq!(shard.state, ShardState::Succeeded);
         assert_eq!(shard.sequence, 50);

@@ -1,5 +1,8 @@
-//! The [`Store`](super::Store) contract written once in SQL, for every
-//! backend sqlx drives: [`SqlStore`] over a [`Dialect`].
+//! The [`Store`](super::Store) contract written once in SQL for the server
+//! databases — PostgreSQL and MySQL/MariaDB — as [`SqlStore`] over a
+//! [`Dialect`]. SQLite keeps its own store, tuned for one file, and uses its
+//! dialect for the statements all backends share: export and import of a
+//! [`Snapshot`].
 //!
 //! Statements are written once, in standard SQL with `?` placeholders, the
 //! `{now}` token for the database's clock in milliseconds since the Unix
