@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod client;
+pub mod config_centre;
 pub mod deadletter;
 pub mod plugins;
 pub mod run;

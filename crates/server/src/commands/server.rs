@@ -24,6 +24,7 @@ use haul_register::redis_link::RedisOptions;
 use haul_scheduler::service::{Platform, ServiceConfig};
 use serde::Deserialize;
 
+use crate::commands::config_centre;
 use crate::{api, job_loader};
 
 #[derive(Debug, clap::Args)]
@@ -62,6 +63,9 @@ struct ServerFile {
     /// Where the jobs' `[rate_limit]`s are kept: in process by default.
     #[serde(default)]
     limiter: LimiterFile,
+    /// The config centre: its `pools` document overrides `[pools]` live.
+    #[serde(default)]
+    registry: RegistryFile,
     /// How long a stopping server waits for its shards to checkpoint.
     #[serde(default = "default_grace")]
     shutdown_grace: HumanDuration,
@@ -119,6 +123,20 @@ impl LimiterFile {
     }
 }
 
+/// The `[registry]` table: `url = "zk://HOST:PORT/CHROOT"` shares the config
+/// centre between servers; `memory://` (the default) keeps it in process.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RegistryFile {
+    url: String,
+}
+
+impl Default for RegistryFile {
+    fn default() -> Self {
+        RegistryFile { url: "memory://".to_string() }
+    }
+}
+
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
@@ -170,7 +188,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "localhost".into());
     let config = ServiceConfig {
         slots: file.slots,
-        pools: file.pools,
+        pools: file.pools.clone(),
         tick: file.scheduler.tick.0,
         misfire_grace: file.scheduler.misfire_grace.0,
         aging_step: file.scheduler.aging_step.0,
@@ -179,10 +197,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         owner: format!("server@{host}:{}", file.listen.port()),
         limiter: file.limiter.open()?,
     };
+    let config_registry =
+        haul_register::registry::open(&file.registry.url).await.context("opening the registry (config centre)")?;
     let stop = shutdown::on_signal();
     let registry = Arc::new(job_loader::builtin_registry());
     let platform = Platform::new(store, registry, Arc::new(SystemClock), config, stop.clone()).await?;
     let scheduler = platform.spawn_loop();
+    let pool_limits = config_centre::watch_pool_limits(config_registry.as_ref(), file.pools).await?;
+    platform.follow_pool_limits(pool_limits);
 
     let listener = tokio::net::TcpListener::bind(file.listen)
         .await
