@@ -18,6 +18,8 @@ use serde_json::Value;
 const LISTENING: &str = "haul server listening on ";
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 const WAIT_LIMIT: Duration = Duration::from_secs(60);
+/// The server's config file in the test's folder, when the test writes one.
+const SERVER_CONFIG: &str = "server.toml";
 
 /// A running server; dropping it kills the process.
 pub struct Server {
@@ -33,6 +35,14 @@ impl Server {
     /// Starts a server and waits for the line that gives its address.
     pub fn start() -> Server {
         let dir = tempfile::tempdir().unwrap();
+        let (child, address, logs) = spawn(dir.path());
+        Server { child, address, dir, logs, http: reqwest::Client::new() }
+    }
+
+    /// Starts a server with `config` as its config file (`server.toml`).
+    pub fn start_with_config(config: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SERVER_CONFIG), config).unwrap();
         let (child, address, logs) = spawn(dir.path());
         Server { child, address, dir, logs, http: reqwest::Client::new() }
     }
@@ -144,13 +154,17 @@ impl Drop for Server {
     }
 }
 
-/// Starts `haul server` in `dir` (state in `dir/state`) and waits for the line that gives its address.
+/// Starts `haul server` in `dir` (state in `dir/state`, config from
+/// `dir/server.toml` if present) and waits for the line that gives its address.
 fn spawn(dir: &Path) -> (Child, String, Arc<Mutex<String>>) {
     let state_dir = dir.join("state");
     std::fs::create_dir_all(&state_dir).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_haul"))
-        .args(["server", "--listen", "127.0.0.1:0", "--slots", "4", "--state-dir"])
-        .arg(&state_dir)
+    let mut command = Command::new(env!("CARGO_BIN_EXE_haul"));
+    command.args(["server", "--listen", "127.0.0.1:0", "--slots", "4", "--state-dir"]).arg(&state_dir);
+    if dir.join(SERVER_CONFIG).exists() {
+        command.arg("--config").arg(dir.join(SERVER_CONFIG));
+    }
+    let mut child = command
         .current_dir(dir)
         .env_remove("RUST_LOG")
         .env_remove("HAUL_SERVER")
