@@ -12,16 +12,24 @@ use tokio::sync::watch;
 /// The config document holding the pool limits.
 pub const POOLS_DOCUMENT: &str = "pools";
 
-/// The pool limits in force: the file's, overridden by `document`'s.
+/// The limits a `pools` document sets; none when there is no document.
+pub fn pool_overrides(document: Option<&serde_json::Value>) -> Result<BTreeMap<String, usize>, serde_json::Error> {
+    document.map_or_else(|| Ok(BTreeMap::new()), |document| serde_json::from_value(document.clone()))
+}
+
+/// The pool limits in force: the file's, overridden by `overrides`.
 pub fn pool_limits(
     file_pools: &BTreeMap<String, usize>,
-    document: Option<&serde_json::Value>,
-) -> Result<HashMap<String, usize>, serde_json::Error> {
-    let overrides: BTreeMap<String, usize> = match document {
-        Some(document) => serde_json::from_value(document.clone())?,
-        None => BTreeMap::new(),
-    };
-    Ok(file_pools.iter().chain(&overrides).map(|(pool, limit)| (pool.clone(), *limit)).collect())
+    overrides: &BTreeMap<String, usize>,
+) -> HashMap<String, usize> {
+    file_pools.iter().chain(overrides).map(|(pool, limit)| (pool.clone(), *limit)).collect()
+}
+
+/// The limits `document` sets, or `None` (with a warning) if it is malformed.
+fn valid_overrides(document: Option<&serde_json::Value>) -> Option<BTreeMap<String, usize>> {
+    pool_overrides(document)
+        .inspect_err(|error| tracing::warn!(%error, "ignoring the malformed `{POOLS_DOCUMENT}` config document"))
+        .ok()
 }
 
 /// Watches the `pools` document in `registry`: the receiver holds the pool
@@ -32,23 +40,18 @@ pub async fn watch_pool_limits(
     file_pools: BTreeMap<String, usize>,
 ) -> Result<watch::Receiver<HashMap<String, usize>>, haul_register::registry::Error> {
     let mut documents = registry.watch_config(POOLS_DOCUMENT).await?;
-    let initial = pool_limits(&file_pools, documents.borrow_and_update().as_ref()).unwrap_or_else(|error| {
-        tracing::warn!(%error, "ignoring the malformed `{POOLS_DOCUMENT}` config document");
-        file_pools.iter().map(|(pool, limit)| (pool.clone(), *limit)).collect()
-    });
-    let (limits, receiver) = watch::channel(initial);
+    let overrides = valid_overrides(documents.borrow_and_update().as_ref()).unwrap_or_default();
+    let (limits, receiver) = watch::channel(pool_limits(&file_pools, &overrides));
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = limits.closed() => return,
                 changed = documents.changed() => if changed.is_err() { return },
             }
-            match pool_limits(&file_pools, documents.borrow_and_update().as_ref()) {
-                Ok(new_limits) => {
-                    tracing::info!(limits = ?new_limits, "pool limits changed in the config centre");
-                    limits.send_replace(new_limits);
-                }
-                Err(error) => tracing::warn!(%error, "ignoring the malformed `{POOLS_DOCUMENT}` config document"),
+            if let Some(overrides) = valid_overrides(documents.borrow_and_update().as_ref()) {
+                let new_limits = pool_limits(&file_pools, &overrides);
+                tracing::info!(limits = ?new_limits, "pool limits changed in the config centre");
+                limits.send_replace(new_limits);
             }
         }
     });
@@ -76,21 +79,22 @@ mod tests {
         pairs.iter().map(|(pool, limit)| (pool.to_string(), *limit)).collect()
     }
 
+    fn limits_of(document: Option<serde_json::Value>) -> Result<HashMap<String, usize>, serde_json::Error> {
+        Ok(pool_limits(&file_pools(), &pool_overrides(document.as_ref())?))
+    }
+
     #[test]
     fn the_document_overrides_the_file_for_the_pools_it_names() {
-        assert_eq!(pool_limits(&file_pools(), None).unwrap(), limits(&[("api", 1), ("db", 4)]));
+        assert_eq!(limits_of(None).unwrap(), limits(&[("api", 1), ("db", 4)]));
         let document = json!({"api": 3, "crawl": 2});
-        assert_eq!(
-            pool_limits(&file_pools(), Some(&document)).unwrap(),
-            limits(&[("api", 3), ("db", 4), ("crawl", 2)])
-        );
-        assert_eq!(pool_limits(&file_pools(), Some(&json!({}))).unwrap(), limits(&[("api", 1), ("db", 4)]));
+        assert_eq!(limits_of(Some(document)).unwrap(), limits(&[("api", 3), ("db", 4), ("crawl", 2)]));
+        assert_eq!(limits_of(Some(json!({}))).unwrap(), limits(&[("api", 1), ("db", 4)]));
     }
 
     #[test]
     fn malformed_documents_are_errors() {
-        for document in [json!([1, 2]), json!({"api": -1}), json!({"api": "many"}), json!(7)] {
-            assert!(pool_limits(&file_pools(), Some(&document)).is_err(), "{document}");
+        for document in [json!([1, 2]), json!({"api": -1}), json!({"api": "many"}), json!(7), json!(null)] {
+            assert!(pool_overrides(Some(&document)).is_err(), "{document}");
         }
     }
 

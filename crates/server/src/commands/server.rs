@@ -203,7 +203,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     let registry = Arc::new(job_loader::builtin_registry());
     let platform = Platform::new(store, registry, Arc::new(SystemClock), config, stop.clone()).await?;
     let scheduler = platform.spawn_loop();
-    let pool_limits = config_centre::watch_pool_limits(config_registry.as_ref(), file.pools).await?;
+    let pool_limits = config_centre::watch_pool_limits(config_registry.as_ref(), file.pools)
+        .await
+        .context("watching the config centre's pools document")?;
     platform.follow_pool_limits(pool_limits);
 
     let listener = tokio::net::TcpListener::bind(file.listen)
@@ -220,6 +222,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         eprintln!("some shards did not stop within {}; their leases will expire", file.shutdown_grace);
     }
     scheduler.abort();
+    config_registry.close().await;
     Ok(ExitCode::SUCCESS)
 }
 
