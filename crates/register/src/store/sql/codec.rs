@@ -56,7 +56,7 @@ where
     }
 }
 
-pub(super) fn decode_run(row: &impl Columns) -> Result<RunRecord, Error> {
+pub(in crate::store) fn decode_run(row: &impl Columns) -> Result<RunRecord, Error> {
     Ok(RunRecord {
         id: row.text("id")?,
         job: row.text("job")?,
@@ -83,7 +83,7 @@ pub(super) fn decode_run(row: &impl Columns) -> Result<RunRecord, Error> {
 }
 
 /// A job row, as selected with `JOB_COLUMNS`.
-pub(super) fn decode_job(row: &impl Columns) -> Result<JobRecord, Error> {
+pub(in crate::store) fn decode_job(row: &impl Columns) -> Result<JobRecord, Error> {
     Ok(JobRecord {
         name: row.text("name")?,
         spec: row.text("spec")?,
@@ -96,7 +96,7 @@ pub(super) fn decode_job(row: &impl Columns) -> Result<JobRecord, Error> {
     })
 }
 
-pub(super) fn decode_shard(row: &impl Columns) -> Result<ShardRecord, Error> {
+pub(in crate::store) fn decode_shard(row: &impl Columns) -> Result<ShardRecord, Error> {
     Ok(ShardRecord {
         run_id: row.text("run_id")?,
         spec: from_json::<ShardSpec>(&row.text("spec")?, "shard spec")?,
@@ -111,7 +111,7 @@ pub(super) fn decode_shard(row: &impl Columns) -> Result<ShardRecord, Error> {
 }
 
 /// Where a shard resumes, from its `sequence`, `checkpoint` and `counters`.
-pub(super) fn decode_resume_point(row: &impl Columns) -> Result<ResumePoint, Error> {
+pub(in crate::store) fn decode_resume_point(row: &impl Columns) -> Result<ResumePoint, Error> {
     Ok(ResumePoint {
         sequence: to_u64(row.integer("sequence")?, "sequence")?,
         checkpoint: row.optional_text("checkpoint")?.map(|text| from_json(&text, "checkpoint")).transpose()?,
@@ -119,7 +119,7 @@ pub(super) fn decode_resume_point(row: &impl Columns) -> Result<ResumePoint, Err
     })
 }
 
-pub(super) fn decode_event(row: &impl Columns) -> Result<Event, Error> {
+pub(in crate::store) fn decode_event(row: &impl Columns) -> Result<Event, Error> {
     Ok(Event {
         at: time(row.integer("at")?)?,
         shard_id: row.optional_text("shard_id")?,
@@ -128,11 +128,11 @@ pub(super) fn decode_event(row: &impl Columns) -> Result<Event, Error> {
     })
 }
 
-pub(super) fn parse_state<S: FromStr<Err = crate::model::UnknownState>>(text: &str) -> Result<S, Error> {
+pub(in crate::store) fn parse_state<S: FromStr<Err = crate::model::UnknownState>>(text: &str) -> Result<S, Error> {
     text.parse().map_err(|error: crate::model::UnknownState| Error::Corrupt(error.to_string()))
 }
 
-pub(super) fn mode_name(mode: Mode) -> &'static str {
+pub(in crate::store) fn mode_name(mode: Mode) -> &'static str {
     match mode {
         Mode::Full => "full",
         Mode::Incremental => "incremental",
@@ -140,7 +140,7 @@ pub(super) fn mode_name(mode: Mode) -> &'static str {
     }
 }
 
-pub(super) fn parse_mode(text: &str) -> Result<Mode, Error> {
+pub(in crate::store) fn parse_mode(text: &str) -> Result<Mode, Error> {
     match text {
         "full" => Ok(Mode::Full),
         "incremental" => Ok(Mode::Incremental),
@@ -149,37 +149,37 @@ pub(super) fn parse_mode(text: &str) -> Result<Mode, Error> {
     }
 }
 
-pub(super) fn to_json<T: Serialize>(value: &T) -> Result<String, Error> {
+pub(in crate::store) fn to_json<T: Serialize>(value: &T) -> Result<String, Error> {
     serde_json::to_string(value).map_err(|error| Error::Corrupt(format!("cannot encode json: {error}")))
 }
 
-pub(super) fn from_json<T: DeserializeOwned>(text: &str, what: &str) -> Result<T, Error> {
+pub(in crate::store) fn from_json<T: DeserializeOwned>(text: &str, what: &str) -> Result<T, Error> {
     serde_json::from_str(text).map_err(|error| Error::Corrupt(format!("{what}: {error}")))
 }
 
-pub(super) fn optional_time(millis: Option<i64>) -> Result<Option<DateTime<Utc>>, Error> {
+pub(in crate::store) fn optional_time(millis: Option<i64>) -> Result<Option<DateTime<Utc>>, Error> {
     millis.map(time).transpose()
 }
 
-pub(super) fn time(millis: i64) -> Result<DateTime<Utc>, Error> {
+pub(in crate::store) fn time(millis: i64) -> Result<DateTime<Utc>, Error> {
     DateTime::from_timestamp_millis(millis).ok_or_else(|| Error::Corrupt(format!("time {millis} out of range")))
 }
 
 /// A fenced update that changed no row means the lease is gone.
-pub(super) fn lease_held(rows_affected: u64, lease: &Lease) -> Result<(), Error> {
+pub(in crate::store) fn lease_held(rows_affected: u64, lease: &Lease) -> Result<(), Error> {
     if rows_affected == 0 { Err(Error::lease_lost(lease)) } else { Ok(()) }
 }
 
-pub(super) fn to_i64(value: u64, what: &str) -> Result<i64, Error> {
+pub(in crate::store) fn to_i64(value: u64, what: &str) -> Result<i64, Error> {
     i64::try_from(value).map_err(|_| Error::Corrupt(format!("{what} {value} does not fit the store")))
 }
 
-pub(super) fn to_u64(value: i64, what: &str) -> Result<u64, Error> {
+pub(in crate::store) fn to_u64(value: i64, what: &str) -> Result<u64, Error> {
     u64::try_from(value).map_err(|_| Error::Corrupt(format!("negative {what} {value}")))
 }
 
 /// A lease duration in milliseconds, at least 1.
-pub(super) fn ttl_ms(ttl: Duration) -> i64 {
+pub(in crate::store) fn ttl_ms(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2).max(1)
 }
 

@@ -20,7 +20,7 @@
 //! on the unique index of job, trigger and schedule time. No statement uses
 //! `RETURNING`, which MariaDB lacks.
 
-mod codec;
+pub(super) mod codec;
 mod contract;
 mod snapshot;
 

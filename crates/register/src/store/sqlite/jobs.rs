@@ -4,9 +4,9 @@
 use chrono::{DateTime, Utc};
 use sqlx::SqlitePool;
 
-use super::codec::decode_job;
 use crate::model::JobRecord;
 use crate::store::Error;
+use crate::store::sql::codec::decode_job;
 
 macro_rules! job_columns {
     () => {

@@ -24,12 +24,12 @@ use haul_collect_core::runtime::ResumePoint;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqliteConnection};
 
+use super::sql::codec::{
+    decode_run, decode_shard, from_json, lease_held, mode_name, parse_state, time, to_i64, to_json, to_u64, ttl_ms,
+};
 use super::{Error, Snapshot, Store};
 use crate::model::{
     Event, JobRecord, Lease, NewRun, QueuedRun, RunFilter, RunRecord, RunState, ShardRecord, ShardState,
-};
-use codec::{
-    decode_run, decode_shard, from_json, lease_held, mode_name, parse_state, time, to_i64, to_json, to_u64, ttl_ms,
 };
 use group_commit::{GroupCommit, grouped_write};
 
@@ -79,7 +79,6 @@ macro_rules! shard_columns {
     };
 }
 
-mod codec;
 mod dialect;
 mod group_commit;
 mod jobs;
