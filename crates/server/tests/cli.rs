@@ -2,65 +2,17 @@
 //! incremental second run, pause on SIGINT and resume, and the errors a user
 //! sees for a bad job file.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod common {
+    pub mod server;
+    pub mod workspace;
+}
+
+use std::path::Path;
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-struct Workspace {
-    dir: tempfile::TempDir,
-}
-
-impl Workspace {
-    fn new() -> Self {
-        Workspace { dir: tempfile::tempdir().unwrap() }
-    }
-
-    fn path(&self, relative: &str) -> PathBuf {
-        self.dir.path().join(relative)
-    }
-
-    fn write(&self, relative: &str, text: &str) {
-        let path = self.path(relative);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
-
-    fn haul(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_haul"));
-        command.args(args).current_dir(self.dir.path()).env_remove("RUST_LOG");
-        command
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.haul(args).output().unwrap()
-    }
-
-    /// Every record of every committed JSON Lines part in `out/`.
-    fn output_ids(&self) -> Vec<i64> {
-        let mut ids = Vec::new();
-        for entry in std::fs::read_dir(self.path("out")).unwrap() {
-            let path = entry.unwrap().path();
-            let name = path.file_name().unwrap().to_string_lossy().to_string();
-            if name.starts_with('.') {
-                continue;
-            }
-            for line in std::fs::read_to_string(&path).unwrap().lines() {
-                let record: serde_json::Value = serde_json::from_str(line).unwrap();
-                ids.push(record["id"].as_str().unwrap().parse().unwrap());
-            }
-        }
-        ids.sort();
-        ids
-    }
-}
-
-fn csv(first: i64, count: i64) -> String {
-    let mut text = String::from("id,name\n");
-    for id in first..first + count {
-        text.push_str(&format!("{id},name {id}\n"));
-    }
-    text
-}
+use common::server::{csv, output_ids};
+use common::workspace::Workspace;
 
 const FILES_TO_JSONL: &str = r#"
 mode = "incremental"
@@ -92,13 +44,13 @@ fn incremental_runs_collect_only_new_files() {
     let first = ws.run(&["run", "job.toml"]);
     assert!(first.status.success(), "{}", stderr(&first));
     assert!(stderr(&first).contains("1,000 written"), "{}", stderr(&first));
-    assert_eq!(ws.output_ids(), (1..=1000).collect::<Vec<_>>());
+    assert_eq!(output_ids(&ws.path("out")), (1..=1000).collect::<Vec<_>>());
 
     ws.write("in/c.csv", &csv(1001, 200));
     let second = ws.run(&["run", "job.toml"]);
     assert!(second.status.success(), "{}", stderr(&second));
     assert!(stderr(&second).contains("200 written"), "{}", stderr(&second));
-    assert_eq!(ws.output_ids(), (1..=1200).collect::<Vec<_>>());
+    assert_eq!(output_ids(&ws.path("out")), (1..=1200).collect::<Vec<_>>());
 
     let third = ws.run(&["run", "job.toml"]);
     assert!(third.status.success(), "{}", stderr(&third));
@@ -119,13 +71,17 @@ fn sigint_pauses_and_the_next_run_resumes() {
     let paused = child.wait_with_output().unwrap();
     assert_eq!(paused.status.code(), Some(130), "{}", stderr(&paused));
     assert!(stderr(&paused).contains("again to resume"), "{}", stderr(&paused));
-    let partial = ws.output_ids().len();
+    let partial = output_ids(&ws.path("out")).len();
     assert!(partial > 0 && partial < 20_000, "paused after {partial} records");
 
     let resumed = ws.run(&["run", "job.toml"]);
     assert!(resumed.status.success(), "{}", stderr(&resumed));
     assert!(stderr(&resumed).contains("resuming run"), "{}", stderr(&resumed));
-    assert_eq!(ws.output_ids(), (1..=20_000).collect::<Vec<_>>(), "lost or duplicated records across the pause");
+    assert_eq!(
+        output_ids(&ws.path("out")),
+        (1..=20_000).collect::<Vec<_>>(),
+        "lost or duplicated records across the pause"
+    );
 }
 
 /// Waits until a committed part file appears in `dir`.

@@ -3,9 +3,15 @@
 //! refused, and a store migrated there and back lets the next `haul run`
 //! continue incrementally from the migrated job state.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common {
+    pub mod server;
+    pub mod workspace;
+}
 
+use std::process::Output;
+
+use common::server::csv;
+use common::workspace::Workspace;
 use haul_register::testing::{Backend, TestDatabase};
 
 const JOB: &str = r#"
@@ -23,46 +29,8 @@ path = "out"
 format = "jsonl"
 "#;
 
-fn csv(first: i64, count: i64) -> String {
-    let mut text = String::from("id,name\n");
-    for id in first..first + count {
-        text.push_str(&format!("{id},name {id}\n"));
-    }
-    text
-}
-
-struct Workspace {
-    dir: tempfile::TempDir,
-}
-
-impl Workspace {
-    fn new() -> Self {
-        Workspace { dir: tempfile::tempdir().unwrap() }
-    }
-
-    fn path(&self, relative: &str) -> PathBuf {
-        self.dir.path().join(relative)
-    }
-
-    fn write(&self, relative: &str, text: &str) {
-        let path = self.path(relative);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
-
-    fn haul(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_haul"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .env_remove("RUST_LOG")
-            .env_remove("HAUL_STATE_DIR")
-            .output()
-            .unwrap()
-    }
-
-    fn sqlite_url(&self, state_dir: &str) -> String {
-        format!("sqlite://{}", self.path(state_dir).join("state.db").display())
-    }
+fn sqlite_url(ws: &Workspace, state_dir: &str) -> String {
+    format!("sqlite://{}", ws.path(state_dir).join("state.db").display())
 }
 
 fn text(output: &Output) -> String {
@@ -73,12 +41,12 @@ async fn there_and_back(backend: Backend) {
     let ws = Workspace::new();
     ws.write("job.toml", JOB);
     ws.write("in/a.csv", &csv(1, 300));
-    let first = ws.haul(&["run", "job.toml"]);
+    let first = ws.run(&["run", "job.toml"]);
     assert!(first.status.success(), "{}", text(&first));
 
     let server = TestDatabase::create(backend).await;
-    let local = ws.sqlite_url(".haul");
-    let moved = ws.haul(&["store", "migrate", "--from", &local, "--to", server.url()]);
+    let local = sqlite_url(&ws, ".haul");
+    let moved = ws.run(&["store", "migrate", "--from", &local, "--to", server.url()]);
     assert!(moved.status.success(), "{}", text(&moved));
     let report = String::from_utf8_lossy(&moved.stdout).to_string();
     assert!(report.contains(&format!("migrated {local} to {}", server.url())), "{report}");
@@ -92,14 +60,14 @@ async fn there_and_back(backend: Backend) {
     assert_eq!(target.export().await.unwrap(), snapshot, "the target reads back identical rows");
     assert!(target.job_state("job").await.unwrap().is_some());
 
-    let again = ws.haul(&["store", "migrate", "--from", &local, "--to", server.url()]);
+    let again = ws.run(&["store", "migrate", "--from", &local, "--to", server.url()]);
     assert!(!again.status.success());
     assert!(text(&again).contains("the store is not empty: table job_state has rows"), "{}", text(&again));
 
-    let back = ws.haul(&["store", "migrate", "--from", server.url(), "--to", &ws.sqlite_url(".haul2")]);
+    let back = ws.run(&["store", "migrate", "--from", server.url(), "--to", &sqlite_url(&ws, ".haul2")]);
     assert!(back.status.success(), "{}", text(&back));
     ws.write("in/b.csv", &csv(301, 50));
-    let next = ws.haul(&["run", "--state-dir", ".haul2", "job.toml"]);
+    let next = ws.run(&["run", "--state-dir", ".haul2", "job.toml"]);
     assert!(next.status.success(), "{}", text(&next));
     assert!(text(&next).contains("50 written"), "the migrated job state made the run incremental: {}", text(&next));
 }
@@ -117,7 +85,7 @@ async fn store_migrate_sqlite_to_mariadb_and_back() {
 #[test]
 fn store_migrate_from_a_missing_file_is_a_clear_error() {
     let ws = Workspace::new();
-    let output = ws.haul(&["store", "migrate", "--from", "sqlite://nope.db", "--to", &ws.sqlite_url("target")]);
+    let output = ws.run(&["store", "migrate", "--from", "sqlite://nope.db", "--to", &sqlite_url(&ws, "target")]);
     assert!(!output.status.success());
     assert!(text(&output).contains("error: no store file at nope.db"), "{}", text(&output));
 }
