@@ -20,7 +20,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use haul_common::retry::RetryPolicy;
 use haul_common::shutdown::CancellationToken;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::deadletter::DeadLetters;
@@ -49,7 +49,8 @@ pub struct RunSettings {
     pub checkpoint_interval: Duration,
     pub retry: RetryPolicy,
     pub error_limit: ErrorLimit,
-    pub rate_limit: RateLimitSpec,
+    /// The run's `[rate_limit]` in force, which may change while it runs.
+    pub rate_limit: watch::Receiver<RateLimitSpec>,
     /// Where `rate_limit` takes its permits: this process's own buckets, or a
     /// limiter shared by every worker.
     pub limiter: Arc<dyn Limiter>,
@@ -68,7 +69,7 @@ impl RunSettings {
             checkpoint_interval: spec.checkpoint_interval.0,
             retry: spec.retry,
             error_limit: spec.error_limit,
-            rate_limit: spec.rate_limit,
+            rate_limit: spec.rate_limit.fixed(),
             limiter: Arc::new(InProcessLimiter::new()),
             shard_timeout: spec.platform.shard_timeout.map(|timeout| timeout.0),
         }
@@ -182,7 +183,7 @@ pub async fn execute(
 ) -> RunReport {
     let started = Instant::now();
     let context = Arc::new(RunContext {
-        throttle: Throttle::new(&settings.job, &settings.rate_limit, settings.limiter.clone()),
+        throttle: Throttle::new(&settings.job, settings.rate_limit.clone(), settings.limiter.clone()),
         pipeline,
         settings,
         ledger,

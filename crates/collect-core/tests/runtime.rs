@@ -3,12 +3,14 @@
 //! errors retry from the last checkpoint; the error limit fails the run.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use haul_collect_core::deadletter::{DeadLetter, DeadLetters};
+use haul_collect_core::flow::RateLimitSpec;
 use haul_collect_core::plugin::WriterContext;
 use haul_collect_core::runtime::{
     Ledger, Pipeline, ResumePoint, RunOutcome, RunSettings, ShardOutcome, execute, progress_for,
@@ -21,6 +23,7 @@ use haul_collect_core::{
 use haul_common::duration::HumanDuration;
 use haul_common::retry::RetryPolicy;
 use haul_common::shutdown::CancellationToken;
+use tokio::sync::watch;
 
 /// Shard `i` holds ids `i*1000 .. i*1000+len`; ids divisible by `reject_every` are malformed.
 struct NumbersSource {
@@ -228,7 +231,7 @@ fn settings(error_limit: haul_collect_core::error_limit::ErrorLimit) -> RunSetti
             max_backoff: HumanDuration(Duration::from_millis(5)),
         },
         error_limit,
-        rate_limit: Default::default(),
+        rate_limit: RateLimitSpec::default().fixed(),
         limiter: Arc::new(haul_collect_core::flow::InProcessLimiter::new()),
         shard_timeout: None,
     }
@@ -416,4 +419,26 @@ async fn processors_hear_of_commits_and_rewinds() {
     assert!(events[..rewound].contains(&"s0:committed".to_string()));
     assert_eq!(events.last().map(String::as_str), Some("s0:committed"));
     assert_eq!(harness.committed_sorted(), expected(1, 100));
+}
+
+#[tokio::test]
+async fn a_running_run_follows_its_rate_limit_as_it_changes() {
+    // one shard of 200 records in batches of 10 at 10 records a second: the first
+    // batch passes on the burst, the other 19 would take 19 seconds
+    let harness = Harness::new(NumbersSource::new(1, 200));
+    let per_second = |rate| RateLimitSpec { records_per_second: NonZeroU32::new(rate), bytes_per_second: None };
+    let (rate_limit, rate_limit_in_force) = watch::channel(per_second(10));
+    let settings = RunSettings { rate_limit: rate_limit_in_force, ..settings(Default::default()) };
+    let raise_once_running = async {
+        while harness.sink.committed.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        rate_limit.send_replace(per_second(1_000_000));
+    };
+    let run = harness.run(settings, CancellationToken::new());
+    let (report, ()) = tokio::time::timeout(Duration::from_secs(5), async { tokio::join!(run, raise_once_running) })
+        .await
+        .expect("the running run kept its first rate limit");
+    assert_eq!(report.outcome, RunOutcome::Succeeded);
+    assert_eq!(harness.committed_sorted(), expected(1, 200));
 }

@@ -18,6 +18,7 @@ use tracing::Instrument;
 
 use super::Platform;
 use super::ledger::{DispatchLedger, ShardTicket};
+use super::rate_limit::follow_rate_limit;
 use crate::lifecycle;
 
 /// A run executing here.
@@ -60,8 +61,12 @@ impl Platform {
         };
         let store_ledger = StoreLedger::new(inner.store.clone(), &run.id, &inner.config.owner, inner.config.lease_ttl);
         let ledger = Arc::new(DispatchLedger::new(store_ledger, inner.dispatcher.clone(), ticket, stop.clone()));
-        let settings =
-            RunSettings { limiter: inner.config.limiter.clone(), ..RunSettings::for_job(&job.spec, &run.id) };
+        let rate_limit = follow_rate_limit(inner.config.rate_limits.clone(), run.job.clone(), job.spec.rate_limit);
+        let settings = RunSettings {
+            limiter: inner.config.limiter.clone(),
+            rate_limit,
+            ..RunSettings::for_job(&job.spec, &run.id)
+        };
         let source = job.pipeline.source.clone();
         tracing::info!(run_id = %run.id, job = %run.job, shards = shards.len(), "run executing");
         metrics::gauge!("haul_runs_executing").increment(1.0);

@@ -24,6 +24,7 @@ pub mod dispatch;
 mod error;
 mod execution;
 mod ledger;
+mod rate_limit;
 pub mod settings;
 mod tick;
 
@@ -37,11 +38,12 @@ use haul_common::clock::Clock;
 use haul_common::shutdown::CancellationToken;
 use haul_register::Store;
 use haul_register::limiter::{InProcessLimiter, Limiter};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 pub use actions::{Backfill, RequestedRange, RunDetail, ShardView, SpecFormat, TriggerRequest};
 pub use error::PlatformError;
 use execution::Execution;
+pub use rate_limit::RateLimitOverrides;
 
 use crate::planner::Aging;
 
@@ -68,6 +70,9 @@ pub struct ServiceConfig {
     /// Where the runs' `[rate_limit]`s take their permits: shared by every run
     /// of this process, and by every server when it is on Redis.
     pub limiter: Arc<dyn Limiter>,
+    /// Rate limits that replace the job files' `[rate_limit]`, by job name;
+    /// a running run applies a change from its next batch.
+    pub rate_limits: watch::Receiver<RateLimitOverrides>,
 }
 
 impl Default for ServiceConfig {
@@ -82,6 +87,7 @@ impl Default for ServiceConfig {
             state_dir: PathBuf::from(".haul"),
             owner: "server".into(),
             limiter: Arc::new(InProcessLimiter::new()),
+            rate_limits: watch::channel(RateLimitOverrides::new()).1,
         }
     }
 }

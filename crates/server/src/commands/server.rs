@@ -186,6 +186,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         .install_recorder()
         .context("installing the metrics recorder")?;
     let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "localhost".into());
+    let config_registry =
+        haul_register::registry::open(&file.registry.url).await.context("opening the registry (config centre)")?;
+    let rate_limits = config_centre::watch_rate_limits(config_registry.as_ref())
+        .await
+        .context("watching the config centre's rate_limits document")?;
     let config = ServiceConfig {
         slots: file.slots,
         pools: file.pools.clone(),
@@ -196,9 +201,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         state_dir: file.state_dir.clone(),
         owner: format!("server@{host}:{}", file.listen.port()),
         limiter: file.limiter.open()?,
+        rate_limits,
     };
-    let config_registry =
-        haul_register::registry::open(&file.registry.url).await.context("opening the registry (config centre)")?;
     let stop = shutdown::on_signal();
     let registry = Arc::new(job_loader::builtin_registry());
     let platform = Platform::new(store, registry, Arc::new(SystemClock), config, stop.clone()).await?;
