@@ -8,11 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
+use haul_collect_core::flow::RateLimitSpec;
 use haul_collect_core::registry::PluginRegistry;
 use haul_common::clock::ManualClock;
 use haul_common::shutdown::CancellationToken;
 use haul_register::{RunFilter, RunRecord, RunState, RunTrigger, SqliteStore, Store};
-use haul_scheduler::service::{Platform, PlatformError, ServiceConfig, SpecFormat, TriggerRequest};
+use haul_scheduler::service::{Platform, PlatformError, RateLimitOverrides, ServiceConfig, SpecFormat, TriggerRequest};
+use tokio::sync::watch;
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -37,6 +39,11 @@ fn start_time() -> DateTime<Utc> {
 }
 
 async fn fixture() -> Fixture {
+    fixture_with_rate_limits(watch::channel(RateLimitOverrides::new()).1).await
+}
+
+/// A fixture whose jobs' rate limits `rate_limits` overrides.
+async fn fixture_with_rate_limits(rate_limits: watch::Receiver<RateLimitOverrides>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("server.db")).await.unwrap());
     let mut registry = PluginRegistry::default();
@@ -48,6 +55,7 @@ async fn fixture() -> Fixture {
         state_dir: dir.path().join("state"),
         lease_ttl: Duration::from_secs(5),
         misfire_grace: Duration::from_secs(30),
+        rate_limits,
         ..Default::default()
     };
     let shutdown = CancellationToken::new();
@@ -282,4 +290,21 @@ async fn pause_then_resume_continues_from_the_checkpoints() {
     let events = f.store.events(&run.id).await.unwrap();
     let kinds: Vec<&str> = events.iter().filter(|e| e.shard_id.is_none()).map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, ["pending", "running", "paused", "running", "succeeded"]);
+}
+
+#[tokio::test]
+async fn a_running_run_takes_its_rate_limit_from_the_overrides_as_they_change() {
+    let (overrides, rate_limits) = watch::channel(RateLimitOverrides::new());
+    let f = fixture_with_rate_limits(rate_limits).await;
+    // 100 records at 5 a second: 19 seconds after the first second's burst
+    f.job("slow", 100, SLOW).await;
+    let run = f.platform.trigger("slow", TriggerRequest::default()).await.unwrap();
+    f.wait_for(&run.id, |state| state == RunState::Running).await;
+    let fast = RateLimitSpec { records_per_second: std::num::NonZeroU32::new(1_000_000), bytes_per_second: None };
+    overrides.send_replace(RateLimitOverrides::from([("slow".to_string(), fast)]));
+    let ended = tokio::time::timeout(Duration::from_secs(5), f.wait_for(&run.id, RunState::is_terminal))
+        .await
+        .expect("the running run kept the job file's rate limit");
+    assert_eq!(ended.state, RunState::Succeeded, "{:?}", ended.message);
+    assert_eq!(output_ids(&f.path("slow-out")), (0..100).collect::<Vec<_>>());
 }
