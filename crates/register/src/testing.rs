@@ -16,6 +16,26 @@ use crate::store::{self, Store};
 const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const MYSQL_URL: &str = "mysql://root@127.0.0.1:3306/test";
 
+/// The ZooKeeper the test script starts.
+pub const ZOOKEEPER: &str = "127.0.0.1:2181";
+
+/// Deletes the node `path` of [`ZOOKEEPER`] and everything under it: a
+/// test's chroot, when the test ends.
+pub async fn remove_zookeeper_tree(path: &str) {
+    let client = zookeeper_client::Client::connect(ZOOKEEPER).await.unwrap();
+    let mut nodes = vec![path.to_string()];
+    let mut index = 0;
+    while index < nodes.len() {
+        let children = client.list_children(&nodes[index]).await.unwrap_or_default();
+        let parent = nodes[index].clone();
+        nodes.extend(children.into_iter().map(|child| format!("{parent}/{child}")));
+        index += 1;
+    }
+    for node in nodes.iter().rev() {
+        let _ = client.delete(node, None).await;
+    }
+}
+
 /// A store backend under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

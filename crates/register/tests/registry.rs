@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use haul_register::registry::{Error, Leadership, MemoryRegistry, Registry, WorkerInfo, ZkConfig, ZkRegistry};
+use haul_register::testing::{ZOOKEEPER, remove_zookeeper_tree};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-const ZOOKEEPER: &str = "127.0.0.1:2181";
 /// Granted by the server of `scripts/zookeeper.cfg` (from 2 ticks of 500 ms
 /// to 20).
 const SESSION_TIMEOUT: Duration = Duration::from_secs(2);
@@ -47,18 +47,7 @@ impl ZooKeeper {
 
     /// Deletes the test's chroot and everything under it.
     async fn remove(&self) {
-        let client = zookeeper_client::Client::connect(ZOOKEEPER).await.unwrap();
-        let mut nodes = vec![self.chroot.clone()];
-        let mut index = 0;
-        while index < nodes.len() {
-            let children = client.list_children(&nodes[index]).await.unwrap_or_default();
-            let parent = nodes[index].clone();
-            nodes.extend(children.into_iter().map(|child| format!("{parent}/{child}")));
-            index += 1;
-        }
-        for node in nodes.iter().rev() {
-            let _ = client.delete(node, None).await;
-        }
+        remove_zookeeper_tree(&self.chroot).await;
     }
 }
 

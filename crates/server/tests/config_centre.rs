@@ -9,31 +9,14 @@ mod common {
 
 use common::server::{Server, csv, files_job, output_ids};
 use haul_register::registry::{Registry, ZkConfig, ZkRegistry};
+use haul_register::testing::{ZOOKEEPER, remove_zookeeper_tree};
 use serde_json::json;
-
-const ZOOKEEPER: &str = "127.0.0.1:2181";
-
-/// Deletes `chroot` and everything under it.
-async fn remove_chroot(chroot: &str) {
-    let client = zookeeper_client::Client::connect(ZOOKEEPER).await.unwrap();
-    let mut nodes = vec![chroot.to_string()];
-    let mut index = 0;
-    while index < nodes.len() {
-        let children = client.list_children(&nodes[index]).await.unwrap_or_default();
-        let parent = nodes[index].clone();
-        nodes.extend(children.into_iter().map(|child| format!("{parent}/{child}")));
-        index += 1;
-    }
-    for node in nodes.iter().rev() {
-        let _ = client.delete(node, None).await;
-    }
-}
 
 #[tokio::test]
 async fn raising_a_pool_limit_in_the_config_centre_starts_the_waiting_shards() {
     let chroot = format!("/haul-test-{}", uuid::Uuid::now_v7().simple());
     let outcome = tokio::spawn(raise_the_limit(chroot.clone())).await;
-    remove_chroot(&chroot).await;
+    remove_zookeeper_tree(&chroot).await;
     outcome.unwrap();
 }
 

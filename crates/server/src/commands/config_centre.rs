@@ -100,11 +100,11 @@ mod tests {
     use std::time::Duration;
 
     use haul_register::registry::{ZkConfig, ZkRegistry};
+    use haul_register::testing::{ZOOKEEPER, remove_zookeeper_tree};
     use serde_json::json;
 
     use super::*;
 
-    const ZOOKEEPER: &str = "127.0.0.1:2181";
     /// Bounds every wait for a change that should arrive at once.
     const PROMPTLY: Duration = Duration::from_secs(5);
 
@@ -172,27 +172,11 @@ mod tests {
         receiver.borrow_and_update().clone()
     }
 
-    /// Deletes `chroot` and everything under it.
-    async fn remove_chroot(chroot: &str) {
-        let client = zookeeper_client::Client::connect(ZOOKEEPER).await.unwrap();
-        let mut nodes = vec![chroot.to_string()];
-        let mut index = 0;
-        while index < nodes.len() {
-            let children = client.list_children(&nodes[index]).await.unwrap_or_default();
-            let parent = nodes[index].clone();
-            nodes.extend(children.into_iter().map(|child| format!("{parent}/{child}")));
-            index += 1;
-        }
-        for node in nodes.iter().rev() {
-            let _ = client.delete(node, None).await;
-        }
-    }
-
     /// Runs `test` against a registry in a chroot of its own, removed after.
     async fn in_fresh_chroot<Test: Future<Output = ()> + Send + 'static>(test: impl FnOnce(String) -> Test) {
         let chroot = format!("/haul-test-{}", uuid::Uuid::now_v7().simple());
         let outcome = tokio::spawn(test(chroot.clone())).await;
-        remove_chroot(&chroot).await;
+        remove_zookeeper_tree(&chroot).await;
         outcome.unwrap();
     }
 
