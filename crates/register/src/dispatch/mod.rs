@@ -5,6 +5,10 @@
 //! Dispatch is at-least-once and carries no authority: a worker that takes an
 //! assignment still claims the shard's lease in the store, whose fencing
 //! epoch makes a duplicated or redelivered assignment harmless.
+//!
+//! A backend with a broker rides out the broker's restart: no published
+//! assignment is lost (the queues are durable) and none stays stuck with a
+//! consumer of the dead connection (it is delivered again).
 
 mod in_process;
 mod rabbit;
@@ -13,7 +17,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use in_process::InProcessDispatcher;
-pub use rabbit::RabbitDispatcher;
+pub use rabbit::{RabbitDispatcher, RabbitOptions};
 
 /// One shard of a run, offered to the workers of a pool.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +39,27 @@ pub enum Error {
     Refused { run_id: String, shard_id: String },
     #[error("undecodable shard assignment: {0}")]
     Decode(#[from] serde_json::Error),
+    #[error("the broker did not confirm the assignment within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("the dispatcher is closed")]
+    Closed,
+    /// The delivery's channel died before it was settled; the broker
+    /// delivers the assignment again.
+    #[error("the delivery's channel is gone; the assignment will be delivered again")]
+    ChannelGone,
+}
+
+impl Error {
+    /// Whether trying again, on a new connection if need be, may succeed: any
+    /// broker error but a channel-level refusal (such as a queue declared
+    /// with other arguments, or access refused), a refused publish, a timeout.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Amqp(error) => !error.is_amqp_soft_error(),
+            Error::Refused { .. } | Error::Timeout(_) => true,
+            Error::Decode(_) | Error::Closed | Error::ChannelGone => false,
+        }
+    }
 }
 
 /// Shard assignments, queued per pool.
@@ -52,6 +77,12 @@ pub enum Error {
 /// - An assignment that is neither acknowledged nor requeued when its
 ///   consumer goes away (the worker died) is delivered again, marked
 ///   `redelivered`.
+/// - Connection losses are hidden: while the backend's broker restarts,
+///   `publish` reconnects and retries for a bounded time (then fails with the
+///   last error), and a consumer's [`AssignmentConsumer::next`] waits and
+///   resumes once the broker is back. Assignments delivered on the lost
+///   connection come again, `redelivered`; settling them fails with
+///   [`Error::ChannelGone`].
 #[async_trait]
 pub trait Dispatcher: Send + Sync {
     async fn publish(&self, assignment: &ShardAssignment) -> Result<(), Error>;
@@ -64,7 +95,10 @@ pub trait Dispatcher: Send + Sync {
 /// The assignments of one pool, as one worker takes them.
 #[async_trait]
 pub trait AssignmentConsumer: Send {
-    /// The next assignment, waiting for one; `None` once the consumer is closed.
+    /// The next assignment, waiting for one (across broker restarts); `None`
+    /// once the consumer is closed. An error is a lasting one (an undecodable
+    /// assignment, a queue the broker refuses); the consumer can still be
+    /// asked for the next assignment after it.
     async fn next(&mut self) -> Option<Result<Delivery, Error>>;
 }
 
@@ -83,27 +117,36 @@ enum Acknowledgement {
 }
 
 impl Delivery {
-    /// Settles the assignment: it will not be delivered again.
+    /// Settles the assignment: it will not be delivered again. Fails (with
+    /// [`Error::ChannelGone`], or with the error that ended the channel) if
+    /// the delivery's connection was lost meanwhile.
     pub async fn ack(self) -> Result<(), Error> {
         match self.acknowledgement {
             Acknowledgement::InProcess(unsettled) => unsettled.settle(),
             Acknowledgement::Rabbit(acker) => {
-                acker.ack(lapin::options::BasicAckOptions::default()).await?;
+                settled(acker.ack(lapin::options::BasicAckOptions::default()).await?)?;
             }
         }
         Ok(())
     }
 
-    /// Gives the assignment back to the pool's queue.
+    /// Gives the assignment back to the pool's queue. Fails like
+    /// [`Delivery::ack`] if the delivery's connection was lost meanwhile (the
+    /// assignment is back in the queue all the same).
     pub async fn requeue(self) -> Result<(), Error> {
         match self.acknowledgement {
             // an unsettled in-process delivery goes back to its queue when dropped
             Acknowledgement::InProcess(unsettled) => drop(unsettled),
             Acknowledgement::Rabbit(acker) => {
                 let options = lapin::options::BasicNackOptions { requeue: true, ..Default::default() };
-                acker.nack(options).await?;
+                settled(acker.nack(options).await?)?;
             }
         }
         Ok(())
     }
+}
+
+/// Whether lapin sent the settlement: it does not on a channel that died.
+fn settled(sent: bool) -> Result<(), Error> {
+    if sent { Ok(()) } else { Err(Error::ChannelGone) }
 }

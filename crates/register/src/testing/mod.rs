@@ -6,12 +6,18 @@
 //! The servers are the ones the test script starts on 127.0.0.1; the
 //! `HAUL_TEST_POSTGRES_URL` and `HAUL_TEST_MYSQL_URL` variables point
 //! elsewhere (a URL of a database the user may create databases from).
+//!
+//! Tests that stop a broker run a [`PrivateRabbitMq`] node of their own.
+
+mod private_rabbitmq;
 
 use std::sync::Arc;
 
 use sqlx::{AssertSqlSafe, Connection, Executor};
 
 use crate::store::{self, Store};
+
+pub use private_rabbitmq::PrivateRabbitMq;
 
 const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const MYSQL_URL: &str = "mysql://root@127.0.0.1:3306/test";

@@ -1,0 +1,151 @@
+//! The RabbitMQ [`Dispatcher`]: one durable quorum queue per pool, named
+//! `PREFIX.shards.POOL`, declared on first use. Publishing waits for the
+//! broker's confirm; consumers acknowledge by hand, with a prefetch (QoS) of
+//! their free slots, each on its own channel so that a consumer that goes
+//! away gives back what it held, redelivered.
+//!
+//! The dispatcher rides out a broker restart (see [`link`]): a publish
+//! reconnects and retries, with backoff, for up to
+//! [`RabbitOptions::publish_timeout`]; a consumer resubscribes, as long as it
+//! takes, and keeps yielding assignments once the broker is back.
+//!
+//! Priority: quorum queues order by arrival. RabbitMQ 3.x ignores message
+//! priority on them; 4.x knows two levels only (above 4 is high). The
+//! assignment carries its priority in the message properties and the body;
+//! the scheduler's own admission order (`planner::select`) stays what ranks
+//! shards.
+
+mod consumer;
+mod link;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel};
+use tokio::time::Instant;
+
+use super::{AssignmentConsumer, Dispatcher, Error, ShardAssignment};
+use consumer::RabbitConsumer;
+use link::Link;
+
+/// How a [`RabbitDispatcher`] rides out a broker outage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RabbitOptions {
+    /// Longest a publish keeps reconnecting and retrying before it fails.
+    pub publish_timeout: Duration,
+    /// Delay before the second attempt to reach the broker; doubled after each
+    /// failed attempt (with jitter).
+    pub reconnect_initial: Duration,
+    /// Longest delay between two attempts to reach the broker.
+    pub reconnect_max: Duration,
+}
+
+impl Default for RabbitOptions {
+    fn default() -> Self {
+        RabbitOptions {
+            publish_timeout: Duration::from_secs(60),
+            reconnect_initial: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Shard assignments queued in RabbitMQ.
+///
+/// Lifecycle: [`RabbitDispatcher::connect`] opens the connection (and fails
+/// if the broker is unreachable then); publishes and consumers share it, and
+/// it is replaced whenever it dies, until [`RabbitDispatcher::close`].
+pub struct RabbitDispatcher {
+    link: Arc<Link>,
+    prefix: String,
+}
+
+impl RabbitDispatcher {
+    /// Connects to the broker at `url` (`amqp://USER:PASSWORD@HOST:PORT/VHOST`)
+    /// with the default [`RabbitOptions`].
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, Error> {
+        Self::connect_with(url, prefix, RabbitOptions::default()).await
+    }
+
+    /// Connects to the broker at `url`, riding out outages as `options` say.
+    pub async fn connect_with(url: &str, prefix: &str, options: RabbitOptions) -> Result<Self, Error> {
+        let link = Link::open(url, options).await?;
+        Ok(RabbitDispatcher { link: Arc::new(link), prefix: prefix.to_string() })
+    }
+
+    /// Closes the connection for good: publishes fail with [`Error::Closed`],
+    /// consumers end, and what they held unacknowledged is delivered again.
+    pub async fn close(&self) -> Result<(), Error> {
+        self.link.close().await
+    }
+
+    /// The queue of `pool`.
+    pub fn queue_name(&self, pool: &str) -> String {
+        format!("{}.shards.{pool}", self.prefix)
+    }
+
+    /// One attempt at publishing `body` into `queue`, waiting for the confirm.
+    async fn publish_once(&self, assignment: &ShardAssignment, queue: &str, body: &[u8]) -> Result<(), Error> {
+        let channel = self.link.publishing_channel(queue).await?;
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_priority(assignment.priority)
+            .with_content_type("application/json".into());
+        let options = BasicPublishOptions { mandatory: true, ..Default::default() };
+        let confirm = channel.basic_publish("".into(), queue.into(), options, body, properties).await?.await?;
+        let acked = confirm.is_ack();
+        if confirm.take_message().is_some() {
+            // unroutable: the queue is gone; declare it again before the next attempt
+            self.link.forget(queue).await;
+        } else if acked {
+            return Ok(());
+        }
+        Err(Error::Refused { run_id: assignment.run_id.clone(), shard_id: assignment.shard_id.clone() })
+    }
+}
+
+#[async_trait]
+impl Dispatcher for RabbitDispatcher {
+    async fn publish(&self, assignment: &ShardAssignment) -> Result<(), Error> {
+        let queue = self.queue_name(&assignment.pool);
+        let body = serde_json::to_vec(assignment)?;
+        let timeout = self.link.options().publish_timeout;
+        let started = Instant::now();
+        let mut delays = self.link.delays();
+        loop {
+            let remaining = timeout.saturating_sub(started.elapsed());
+            let error = match tokio::time::timeout(remaining, self.publish_once(assignment, &queue, &body)).await {
+                Ok(Ok(())) => {
+                    self.link.reachable();
+                    return Ok(());
+                }
+                Ok(Err(error)) if !error.is_transient() => return Err(error),
+                Ok(Err(error)) => error,
+                Err(_) => return Err(Error::Timeout(timeout)),
+            };
+            self.link.unreachable(&error);
+            let delay = delays.next().unwrap_or(self.link.options().reconnect_max);
+            if started.elapsed() + delay >= timeout {
+                return Err(error);
+            }
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    async fn consume(&self, pool: &str, prefetch: u16) -> Result<Box<dyn AssignmentConsumer>, Error> {
+        let consumer = RabbitConsumer::subscribe(self.link.clone(), self.queue_name(pool), prefetch.max(1)).await?;
+        Ok(Box::new(consumer))
+    }
+}
+
+/// Declares `queue` as a durable quorum queue (declaring it again is harmless).
+async fn declare(channel: &Channel, queue: &str) -> Result<(), Error> {
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    let options = QueueDeclareOptions { durable: true, ..Default::default() };
+    channel.queue_declare(queue.into(), options, arguments).await?;
+    Ok(())
+}
