@@ -107,6 +107,15 @@ pub trait Ledger: Send + Sync {
 
     async fn checkpoint(&self, shard: &ShardSpec, resume: &ResumePoint) -> anyhow::Result<()>;
 
+    /// Confirms, right before the writer commits, that the shard is still
+    /// owned here; an error stops the shard without committing, so that a
+    /// process that lost its lease (frozen past it) does not publish output
+    /// its successor also writes. Ledgers whose owners cannot overlap keep
+    /// the default, which confirms nothing.
+    async fn fence(&self, _shard: &ShardSpec) -> anyhow::Result<()> {
+        Ok(())
+    }
+
     /// Ends the shard's ownership with `outcome`, saving `reached` with it:
     /// the shard's position after the writer's last commit, which was not
     /// reported through `checkpoint`.
@@ -509,6 +518,7 @@ async fn commit(
 ) -> anyhow::Result<bool> {
     let Some(checkpoint) = uncommitted.checkpoint.take() else { return Ok(false) };
     let sequence = resume.sequence + 1;
+    context.ledger.fence(shard).await.context("confirming the lease before committing")?;
     writer.commit(sequence).await.context("committing to the sink")?;
     for processor in &context.pipeline.processors {
         processor.committed(&shard.id).await?;

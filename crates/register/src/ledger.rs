@@ -21,6 +21,10 @@ pub struct StoreLedger {
     run_id: String,
     owner: String,
     ttl: Duration,
+    /// Whether `acquire` waits out another owner's live lease (see [`StoreLedger::only_free_shards`]).
+    wait_for_owner: bool,
+    /// Whether every commit first renews the lease (see [`StoreLedger::fence_commits`]).
+    fence_commits: bool,
     held: Mutex<HashMap<String, HeldLease>>,
 }
 
@@ -31,7 +35,34 @@ struct HeldLease {
 
 impl StoreLedger {
     pub fn new(store: Arc<dyn Store>, run_id: impl Into<String>, owner: impl Into<String>, ttl: Duration) -> Self {
-        StoreLedger { store, run_id: run_id.into(), owner: owner.into(), ttl, held: Mutex::new(HashMap::new()) }
+        StoreLedger {
+            store,
+            run_id: run_id.into(),
+            owner: owner.into(),
+            ttl,
+            wait_for_owner: true,
+            fence_commits: false,
+            held: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Makes `acquire` give up at once on a shard another owner holds a live
+    /// lease on, instead of waiting for that lease to run out: what a worker
+    /// wants when a duplicated assignment reaches it (the scheduler offers
+    /// the shard again should that lease expire).
+    pub fn only_free_shards(mut self) -> Self {
+        self.wait_for_owner = false;
+        self
+    }
+
+    /// Makes every writer commit first renew the lease, a conditional update
+    /// on its epoch: a worker frozen past its lease (whose shard another
+    /// worker took) fails there instead of publishing output. What remains is
+    /// a freeze between that renewal and the commit itself; sinks that
+    /// upsert by key are exact regardless.
+    pub fn fence_commits(mut self) -> Self {
+        self.fence_commits = true;
+        self
     }
 
     fn lease(&self, shard: &ShardSpec) -> anyhow::Result<Lease> {
@@ -85,14 +116,15 @@ impl Drop for StoreLedger {
 #[async_trait]
 impl Ledger for StoreLedger {
     /// Waits while another owner's lease is live (a killed process's lease
-    /// runs out within the ttl); gives up only on a finished shard.
+    /// runs out within the ttl), unless built [`StoreLedger::only_free_shards`];
+    /// gives up on a finished shard.
     async fn acquire(&self, shard: &ShardSpec) -> anyhow::Result<Option<ResumePoint>> {
         let (lease, resume) = loop {
             if let Some(claimed) = self.store.claim_shard(&self.run_id, &shard.id, &self.owner, self.ttl).await? {
                 break claimed;
             }
             let record = self.record(shard).await?;
-            if record.state.is_terminal() {
+            if record.state.is_terminal() || !self.wait_for_owner {
                 return Ok(None);
             }
             tracing::info!(shard = %shard.id, owner = ?record.owner, "waiting for another owner's lease to expire");
@@ -109,6 +141,13 @@ impl Ledger for StoreLedger {
         let lease = self.lease(shard)?;
         let checkpoint = resume.checkpoint.as_ref().context("a checkpoint without a position")?;
         self.store.save_checkpoint(&lease, resume.sequence, checkpoint, &resume.counters).await?;
+        Ok(())
+    }
+
+    async fn fence(&self, shard: &ShardSpec) -> anyhow::Result<()> {
+        if self.fence_commits {
+            self.store.renew_lease(&self.lease(shard)?, self.ttl).await?;
+        }
         Ok(())
     }
 

@@ -303,6 +303,9 @@ pub struct ShardRecord {
     pub epoch: u64,
     /// The holder of the current or last lease; cleared when released.
     pub owner: Option<String>,
+    /// When the current lease runs out, by the store's clock; `None` when no
+    /// lease is held (pending, released or finished).
+    pub lease_expires_at: Option<DateTime<Utc>>,
     /// Why the shard failed, when it did.
     pub error: Option<String>,
 }

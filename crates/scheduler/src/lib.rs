@@ -32,3 +32,4 @@ pub use retry::{RunRetryPolicy, next_attempt_at};
 
 pub mod lifecycle;
 pub mod service;
+pub mod worker;

@@ -54,6 +54,8 @@ enum Command {
     Deadletter(commands::deadletter::DeadLetterArgs),
     /// Start the platform: scheduler, REST API and embedded workers.
     Server(commands::server::ServerArgs),
+    /// Join a distributed deployment as a worker that runs shards.
+    Worker(commands::worker::WorkerArgs),
     /// Submit and manage the jobs of a server.
     Jobs(commands::client::jobs::JobsArgs),
     /// Follow and steer the runs of a server.
@@ -85,6 +87,7 @@ fn main() -> ExitCode {
             Command::Plugins(args) => commands::plugins::run(args),
             Command::Deadletter(args) => commands::deadletter::run(args).await,
             Command::Server(args) => commands::server::run(args).await,
+            Command::Worker(args) => commands::worker::run(args).await,
             Command::Jobs(args) => commands::client::jobs::run(args).await,
             Command::Runs(args) => commands::client::runs::run(args).await,
             Command::Backfill(args) => commands::client::backfill::run(args).await,

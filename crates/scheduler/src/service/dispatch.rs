@@ -24,8 +24,16 @@ pub struct SlotDispatcher {
 }
 
 struct State {
+    /// All slots, busy or free.
+    capacity: usize,
     quotas: Quotas,
     waiting: Vec<Waiter>,
+}
+
+impl State {
+    fn busy(&self) -> usize {
+        self.quotas.running_by_job.values().sum()
+    }
 }
 
 struct Waiter {
@@ -58,7 +66,8 @@ impl SlotDispatcher {
             job_limits: HashMap::new(),
             running_by_job: HashMap::new(),
         };
-        Arc::new(SlotDispatcher { state: Mutex::new(State { quotas, waiting: Vec::new() }), clock, aging })
+        let state = State { capacity: slots, quotas, waiting: Vec::new() };
+        Arc::new(SlotDispatcher { state: Mutex::new(state), clock, aging })
     }
 
     /// Waits for a slot for `shard`; at most `job_limit` shards of its job run at once.
@@ -91,6 +100,20 @@ impl SlotDispatcher {
         drop(refused);
     }
 
+    /// Replaces the number of slots (in distributed mode, the capacity of the
+    /// live workers). More slots admit waiting shards at once; fewer stop
+    /// nothing that runs, and admit no new shard until the busy slots fall
+    /// below the new number.
+    pub fn set_slots(self: &Arc<Self>, slots: usize) {
+        let refused = {
+            let mut state = self.lock();
+            state.capacity = slots;
+            state.quotas.free_slots = slots.saturating_sub(state.busy());
+            self.grant(&mut state)
+        };
+        drop(refused);
+    }
+
     /// Applies each new value of `pool_limits` (the config centre's `pools`
     /// document) until the sender is gone or `shutdown`.
     pub fn follow_pool_limits(
@@ -113,8 +136,7 @@ impl SlotDispatcher {
 
     pub fn load(&self) -> DispatchLoad {
         let state = self.lock();
-        let busy: usize = state.quotas.running_by_job.values().sum();
-        DispatchLoad { slots: state.quotas.free_slots + busy, busy, waiting: state.waiting.len() }
+        DispatchLoad { slots: state.capacity, busy: state.busy(), waiting: state.waiting.len() }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -151,7 +173,7 @@ impl SlotDispatcher {
             let mut state = self.lock();
             decrement(&mut state.quotas.running_by_job, job);
             decrement(&mut state.quotas.running_by_pool, pool);
-            state.quotas.free_slots += 1;
+            state.quotas.free_slots = state.capacity.saturating_sub(state.busy());
             self.grant(&mut state)
         };
         drop(refused);
@@ -270,6 +292,38 @@ mod tests {
 
         shutdown.cancel();
         following.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn changed_slots_admit_waiters_or_hold_new_shards_back() {
+        let dispatcher = dispatcher(1, &[]);
+        let a1 = dispatcher.acquire(shard("a", "default", 0, "1"), 5).await;
+        let waiting_a2 = tokio::spawn({
+            let dispatcher = dispatcher.clone();
+            async move { dispatcher.acquire(shard("a", "default", 0, "2"), 5).await }
+        });
+        while dispatcher.load().waiting < 1 {
+            tokio::task::yield_now().await;
+        }
+        // A worker joins: the waiting shard starts.
+        dispatcher.set_slots(2);
+        let a2 = waiting_a2.await.unwrap();
+        assert_eq!(dispatcher.load(), DispatchLoad { slots: 2, busy: 2, waiting: 0 });
+        // Every worker leaves: what runs goes on, nothing new starts.
+        dispatcher.set_slots(0);
+        let waiting_a3 = tokio::spawn({
+            let dispatcher = dispatcher.clone();
+            async move { dispatcher.acquire(shard("a", "default", 0, "3"), 5).await }
+        });
+        while dispatcher.load().waiting < 1 {
+            tokio::task::yield_now().await;
+        }
+        drop((a1, a2));
+        assert_eq!(dispatcher.load(), DispatchLoad { slots: 0, busy: 0, waiting: 1 });
+        dispatcher.set_slots(1);
+        let a3 = waiting_a3.await.unwrap();
+        assert_eq!(dispatcher.load(), DispatchLoad { slots: 1, busy: 1, waiting: 0 });
+        drop(a3);
     }
 
     #[tokio::test]

@@ -28,6 +28,20 @@ pub struct ShardTicket {
     pub job_limit: usize,
 }
 
+impl ShardTicket {
+    /// The ticket of `run`'s shards, with its job's parallelism.
+    pub fn of(run: &haul_register::RunRecord, job: &haul_collect_core::assemble::LoadedJob) -> Self {
+        ShardTicket {
+            run_id: run.id.clone(),
+            job: run.job.clone(),
+            pool: run.request.pool.clone(),
+            priority: run.request.priority,
+            enqueued_at: run.created_at,
+            job_limit: job.spec.parallelism,
+        }
+    }
+}
+
 pub struct DispatchLedger {
     store_ledger: StoreLedger,
     dispatcher: Arc<SlotDispatcher>,

@@ -25,6 +25,7 @@ mod error;
 mod execution;
 mod ledger;
 mod rate_limit;
+mod remote;
 pub mod settings;
 mod tick;
 
@@ -37,6 +38,7 @@ use haul_collect_core::registry::PluginRegistry;
 use haul_common::clock::Clock;
 use haul_common::shutdown::CancellationToken;
 use haul_register::Store;
+use haul_register::dispatch::Dispatcher;
 use haul_register::limiter::{InProcessLimiter, Limiter};
 use tokio::sync::{Notify, watch};
 
@@ -44,11 +46,12 @@ pub use actions::{Backfill, RequestedRange, RunDetail, ShardView, SpecFormat, Tr
 pub use error::PlatformError;
 use execution::Execution;
 pub use rate_limit::RateLimitOverrides;
+pub(crate) use rate_limit::follow_rate_limit;
 
 use crate::planner::Aging;
 
 /// How the service runs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServiceConfig {
     /// Shards that run at once in this process.
     pub slots: usize,
@@ -73,6 +76,15 @@ pub struct ServiceConfig {
     /// Rate limits that replace the job files' `[rate_limit]`, by job name;
     /// a running run applies a change from its next batch.
     pub rate_limits: watch::Receiver<RateLimitOverrides>,
+    /// Distributed mode: remote workers run the shards, offered to them
+    /// through this dispatcher, and `slots` follows their capacity (see
+    /// [`Platform::follow_capacity`]). `None` runs them in this process.
+    pub remote_workers: Option<Arc<dyn Dispatcher>>,
+    /// How often the leader looks at the shards of a run remote workers run.
+    pub remote_poll: Duration,
+    /// Whether this instance leads: only the leader schedules and follows
+    /// runs; the others serve the API. Always true for a lone server.
+    pub leading: watch::Receiver<bool>,
 }
 
 impl Default for ServiceConfig {
@@ -88,6 +100,9 @@ impl Default for ServiceConfig {
             owner: "server".into(),
             limiter: Arc::new(InProcessLimiter::new()),
             rate_limits: watch::channel(RateLimitOverrides::new()).1,
+            remote_workers: None,
+            remote_poll: remote::DEFAULT_REMOTE_POLL,
+            leading: watch::channel(true).1,
         }
     }
 }
@@ -170,6 +185,56 @@ impl Platform {
                 }
             }
         })
+    }
+
+    /// Stops following runs as soon as this instance stops leading, until
+    /// shutdown: a former leader must not act beside its successor, which
+    /// takes the runs over from the store.
+    pub fn step_down_on_lost_leadership(&self) -> tokio::task::JoinHandle<()> {
+        let platform = self.clone();
+        let mut leading = self.inner.config.leading.clone();
+        tokio::spawn(async move {
+            metrics::gauge!("haul_scheduler_leader").set(f64::from(u8::from(*leading.borrow_and_update())));
+            loop {
+                tokio::select! {
+                    _ = platform.inner.shutdown.cancelled() => return,
+                    changed = leading.changed() => if changed.is_err() { return },
+                }
+                let leads = *leading.borrow_and_update();
+                metrics::gauge!("haul_scheduler_leader").set(f64::from(u8::from(leads)));
+                if leads {
+                    tracing::info!(owner = %platform.inner.config.owner, "leading the scheduling");
+                    platform.wake();
+                } else {
+                    tracing::warn!(owner = %platform.inner.config.owner, "no longer leading: stopping the runs followed here");
+                    for execution in platform.executions().values() {
+                        execution.stop.cancel();
+                    }
+                }
+            }
+        })
+    }
+
+    /// Takes the number of worker slots from `capacity` as it changes (in
+    /// distributed mode, the capacity of the live workers), until shutdown.
+    pub fn follow_capacity(&self, mut capacity: watch::Receiver<usize>) -> tokio::task::JoinHandle<()> {
+        let dispatcher = self.inner.dispatcher.clone();
+        let shutdown = self.inner.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let slots = *capacity.borrow_and_update();
+                dispatcher.set_slots(slots);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    changed = capacity.changed() => if changed.is_err() { return },
+                }
+            }
+        })
+    }
+
+    /// Whether this instance leads the scheduling now.
+    pub fn is_leader(&self) -> bool {
+        *self.inner.config.leading.borrow()
     }
 
     /// Waits until every execution in this process has ended (after shutdown,

@@ -18,7 +18,7 @@ fn rate_limit_in_force(overrides: &RateLimitOverrides, job: &str, file: RateLimi
 
 /// A watch of `job`'s rate limit in force, following `overrides` until every
 /// receiver is dropped or `overrides` stops changing for good.
-pub(super) fn follow_rate_limit(
+pub(crate) fn follow_rate_limit(
     mut overrides: watch::Receiver<RateLimitOverrides>,
     job: String,
     file: RateLimitSpec,

@@ -23,9 +23,13 @@ struct Jobs {
 
 impl Platform {
     /// Runs one scheduling pass at the clock's current time; returns the
-    /// next schedule time of any job, when the next pass should happen.
+    /// next schedule time of any job, when the next pass should happen. A
+    /// pass does nothing on an instance that does not lead.
     pub async fn tick(&self) -> anyhow::Result<Option<DateTime<Utc>>> {
         let _serial = self.inner.ticking.lock().await;
+        if !self.is_leader() {
+            return Ok(None);
+        }
         let now = self.inner.clock.now();
         let jobs = self.load_jobs().await?;
         let next_fire = self.fire_schedules(&jobs, now).await?;

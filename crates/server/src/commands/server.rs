@@ -2,6 +2,12 @@
 //! under `/api/v1` (with `/metrics`, `/healthz` and `/readyz`) and embedded
 //! worker slots, with its state in one SQLite file by default.
 //!
+//! With `[dispatch] url` (RabbitMQ) and `[registry] url` (ZooKeeper) on a
+//! shared MySQL or PostgreSQL store, servers form a cluster: they elect one
+//! leader, which alone schedules and offers shards to the workers (`haul
+//! worker`, and each server's own slots, if any); the others serve the API
+//! and take over if the leader goes.
+//!
 //! Restart-safe: runs live in the store with their checkpoints; a restarted
 //! server takes back its own leases at once and resumes its running runs.
 //! SIGINT or SIGTERM drains: shards commit, checkpoint and release at their
@@ -9,8 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,12 +24,13 @@ use anyhow::Context;
 use haul_common::clock::SystemClock;
 use haul_common::duration::HumanDuration;
 use haul_common::shutdown;
-use haul_register::limiter::{Limiter, LimiterOptions};
-use haul_register::redis_link::RedisOptions;
+use haul_register::registry::WorkerInfo;
 use haul_scheduler::service::{Platform, ServiceConfig};
+use haul_scheduler::worker::{Worker, WorkerConfig};
 use serde::Deserialize;
 
-use crate::commands::config_centre;
+use crate::commands::deployment::{self, DispatchFile, LimiterFile, RegistryFile};
+use crate::commands::{config_centre, config_file};
 use crate::{api, job_loader};
 
 #[derive(Debug, clap::Args)]
@@ -63,9 +69,14 @@ struct ServerFile {
     /// Where the jobs' `[rate_limit]`s are kept: in process by default.
     #[serde(default)]
     limiter: LimiterFile,
-    /// The config centre: its `pools` document overrides `[pools]` live.
+    /// The registry: the config centre (its `pools` document overrides
+    /// `[pools]` live) and, in the distributed mode, the workers and the
+    /// scheduler's leader election.
     #[serde(default)]
     registry: RegistryFile,
+    /// The broker: with a `url`, the distributed mode (see the module docs).
+    #[serde(default)]
+    dispatch: DispatchFile,
     /// How long a stopping server waits for its shards to checkpoint.
     #[serde(default = "default_grace")]
     shutdown_grace: HumanDuration,
@@ -92,51 +103,6 @@ impl Default for SchedulerFile {
     }
 }
 
-/// The `[limiter]` table: `url = "redis://HOST:PORT/DB"` shares the limits
-/// between servers.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct LimiterFile {
-    url: Option<String>,
-    /// Prepended to the limiter's keys in Redis.
-    prefix: String,
-    /// The servers sharing the limits: while Redis is unreachable, each
-    /// allows itself this fraction of every limit.
-    expected_workers: NonZeroU32,
-}
-
-impl Default for LimiterFile {
-    fn default() -> Self {
-        let defaults = LimiterOptions::default();
-        LimiterFile { url: None, prefix: defaults.redis.prefix, expected_workers: defaults.expected_workers }
-    }
-}
-
-impl LimiterFile {
-    fn open(&self) -> anyhow::Result<Arc<dyn Limiter>> {
-        let options = LimiterOptions {
-            redis: RedisOptions { prefix: self.prefix.clone(), ..RedisOptions::default() },
-            expected_workers: self.expected_workers,
-        };
-        // the url may hold a password: it stays out of the message
-        haul_register::limiter::open(self.url.as_deref(), &options).context("opening the rate limiter")
-    }
-}
-
-/// The `[registry]` table: `url = "zk://HOST:PORT/CHROOT"` shares the config
-/// centre between servers; `memory://` (the default) keeps it in process.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RegistryFile {
-    url: String,
-}
-
-impl Default for RegistryFile {
-    fn default() -> Self {
-        RegistryFile { url: "memory://".to_string() }
-    }
-}
-
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
@@ -153,29 +119,13 @@ fn default_grace() -> HumanDuration {
     HumanDuration(Duration::from_secs(30))
 }
 
-impl ServerFile {
-    fn read(path: Option<&Path>) -> anyhow::Result<ServerFile> {
-        let text = match path {
-            Some(path) => std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the server config {}", path.display()))?,
-            None => String::new(),
-        };
-        let origin = path.map_or_else(|| "server config".to_string(), |p| p.display().to_string());
-        toml::from_str(&text).map_err(|error| {
-            let location = error.span().map(|span| {
-                let before = &text[..span.start.min(text.len())];
-                format!(":{}", before.matches('\n').count() + 1)
-            });
-            anyhow::anyhow!("{origin}{}: {}", location.unwrap_or_default(), error.message().trim_end())
-        })
-    }
-}
-
 pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
-    let mut file = ServerFile::read(args.config.as_deref())?;
+    let mut file: ServerFile = config_file::read(args.config.as_deref())?;
     file.listen = args.listen.unwrap_or(file.listen);
     file.state_dir = args.state_dir.unwrap_or(file.state_dir);
-    file.slots = args.slots.unwrap_or(file.slots).max(1);
+    let distributed = file.dispatch.url.is_some();
+    // A server of a cluster may leave the shards to the workers.
+    file.slots = args.slots.unwrap_or(file.slots).max(usize::from(!distributed));
     let store_url =
         file.store.clone().unwrap_or_else(|| format!("sqlite://{}", file.state_dir.join("server.db").display()));
     let store = haul_register::store::open(&store_url)
@@ -185,12 +135,21 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;
+    let listener = tokio::net::TcpListener::bind(file.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", file.listen))?;
+    let address = listener.local_addr()?;
     let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "localhost".into());
-    let config_registry =
-        haul_register::registry::open(&file.registry.url).await.context("opening the registry (config centre)")?;
-    let rate_limits = config_centre::watch_rate_limits(config_registry.as_ref())
+    let owner = format!("server@{host}:{}", address.port());
+    let registry = file.registry.open().await?;
+    let rate_limits = config_centre::watch_rate_limits(registry.as_ref())
         .await
         .context("watching the config centre's rate_limits document")?;
+    let remote_workers = file.dispatch.connect().await?;
+    let leadership = match &remote_workers {
+        Some(_) => Some(registry.campaign(&owner).await.context("entering the scheduler election")?),
+        None => None,
+    };
     let config = ServiceConfig {
         slots: file.slots,
         pools: file.pools.clone(),
@@ -199,35 +158,77 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         aging_step: file.scheduler.aging_step.0,
         lease_ttl: file.scheduler.lease_ttl.0,
         state_dir: file.state_dir.clone(),
-        owner: format!("server@{host}:{}", file.listen.port()),
+        owner: owner.clone(),
         limiter: file.limiter.open()?,
-        rate_limits,
+        rate_limits: rate_limits.clone(),
+        remote_workers: remote_workers.clone(),
+        leading: leadership.as_ref().map_or_else(|| tokio::sync::watch::channel(true).1, |l| l.watch()),
+        ..ServiceConfig::default()
     };
     let stop = shutdown::on_signal();
-    let registry = Arc::new(job_loader::builtin_registry());
-    let platform = Platform::new(store, registry, Arc::new(SystemClock), config, stop.clone()).await?;
+    let plugins = Arc::new(job_loader::builtin_registry());
+    let platform =
+        Platform::new(store.clone(), plugins.clone(), Arc::new(SystemClock), config.clone(), stop.clone()).await?;
     let scheduler = platform.spawn_loop();
-    let pool_limits = config_centre::watch_pool_limits(config_registry.as_ref(), file.pools)
+    let pool_limits = config_centre::watch_pool_limits(registry.as_ref(), file.pools.clone())
         .await
         .context("watching the config centre's pools document")?;
     platform.follow_pool_limits(pool_limits);
+    let mut embedded_worker = None;
+    if let Some(dispatcher) = remote_workers {
+        platform.follow_capacity(deployment::watch_capacity(registry.as_ref(), file.dispatch.depth).await?);
+        platform.step_down_on_lost_leadership();
+        if file.slots > 0 {
+            let worker = Worker::new(store, plugins, dispatcher, worker_config(&file, &config));
+            let membership = deployment::join(registry.as_ref(), worker_info(&file, &owner), worker.load()).await?;
+            let (grace, stop) = (file.shutdown_grace.0, stop.clone());
+            let running = tokio::spawn(async move { worker.run(stop, grace).await });
+            embedded_worker = Some((running, membership));
+        }
+    }
 
-    let listener = tokio::net::TcpListener::bind(file.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", file.listen))?;
-    let address = listener.local_addr()?;
-    eprintln!("haul server listening on http://{address} (state in {})", file.state_dir.display());
+    eprintln!(
+        "haul server listening on http://{address} (state in {}{})",
+        file.state_dir.display(),
+        if distributed { ", distributed" } else { "" }
+    );
     let app = api::router(platform.clone(), metrics);
     let serving = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
     serving.await.context("serving the API")?;
 
     eprintln!("stopping: shards checkpoint and release at their next batch boundary");
-    if !platform.drain(file.shutdown_grace.0).await {
+    let drained = match embedded_worker {
+        Some((running, _membership)) => matches!(running.await, Ok(Ok(true))),
+        None => platform.drain(file.shutdown_grace.0).await,
+    };
+    if !drained {
         eprintln!("some shards did not stop within {}; their leases will expire", file.shutdown_grace);
     }
     scheduler.abort();
-    config_registry.close().await;
+    drop(leadership);
+    registry.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The embedded worker of a server in the distributed mode: its slots, on
+/// the default pool and every pool of `[pools]`.
+fn worker_config(file: &ServerFile, service: &ServiceConfig) -> WorkerConfig {
+    let mut pools = vec![haul_collect_core::job::DEFAULT_POOL.to_string()];
+    pools.extend(file.pools.keys().filter(|pool| *pool != haul_collect_core::job::DEFAULT_POOL).cloned());
+    WorkerConfig {
+        id: service.owner.clone(),
+        pools,
+        slots: file.slots,
+        lease_ttl: service.lease_ttl,
+        state_dir: file.state_dir.clone(),
+        limiter: service.limiter.clone(),
+        rate_limits: service.rate_limits.clone(),
+        run_check: (service.lease_ttl / 3).max(Duration::from_millis(100)),
+    }
+}
+
+fn worker_info(file: &ServerFile, owner: &str) -> WorkerInfo {
+    WorkerInfo { id: owner.to_string(), capacity: file.slots as u32, labels: BTreeMap::new(), load: 0 }
 }
 
 #[cfg(test)]

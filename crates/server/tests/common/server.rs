@@ -23,10 +23,13 @@ const SERVER_CONFIG: &str = "server.toml";
 
 /// A running server; dropping it kills the process.
 pub struct Server {
-    child: Child,
+    pub child: Child,
     /// `http://127.0.0.1:PORT`.
     pub address: String,
-    dir: tempfile::TempDir,
+    dir: PathBuf,
+    /// The folder the server owns, removed when it is dropped.
+    _owned_dir: Option<tempfile::TempDir>,
+    slots: usize,
     logs: Arc<Mutex<String>>,
     http: reqwest::Client,
 }
@@ -34,17 +37,27 @@ pub struct Server {
 impl Server {
     /// Starts a server and waits for the line that gives its address.
     pub fn start() -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let (child, address, logs) = spawn(dir.path());
-        Server { child, address, dir, logs, http: reqwest::Client::new() }
+        Server::start_owning(tempfile::tempdir().unwrap())
     }
 
     /// Starts a server with `config` as its config file (`server.toml`).
     pub fn start_with_config(config: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(SERVER_CONFIG), config).unwrap();
-        let (child, address, logs) = spawn(dir.path());
-        Server { child, address, dir, logs, http: reqwest::Client::new() }
+        Server::start_owning(dir)
+    }
+
+    /// Starts a server in `dir` (kept), with `dir/server.toml` as its config
+    /// when there is one, and `slots` embedded worker slots.
+    pub fn start_in(dir: &Path, slots: usize) -> Server {
+        let (child, address, logs) = spawn(dir, slots);
+        Server { child, address, dir: dir.to_path_buf(), _owned_dir: None, slots, logs, http: reqwest::Client::new() }
+    }
+
+    fn start_owning(dir: tempfile::TempDir) -> Server {
+        let mut server = Server::start_in(dir.path(), 4);
+        server._owned_dir = Some(dir);
+        server
     }
 
     /// Kills the server with SIGKILL, as a crash would, and starts it again on
@@ -52,12 +65,12 @@ impl Server {
     pub fn crash_and_restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let (child, address, logs) = spawn(self.dir.path());
+        let (child, address, logs) = spawn(&self.dir, self.slots);
         (self.child, self.address, self.logs) = (child, address, logs);
     }
     /// The test's folder: the server's working directory, for input and output files.
     pub fn path(&self, relative: &str) -> PathBuf {
-        self.dir.path().join(relative)
+        self.dir.join(relative)
     }
 
     pub fn write(&self, relative: &str, text: &str) {
@@ -137,7 +150,7 @@ impl Server {
             .args(args)
             .env("HAUL_SERVER", &self.address)
             .env_remove("RUST_LOG")
-            .current_dir(self.dir.path())
+            .current_dir(&self.dir)
             .output()
             .unwrap()
     }
@@ -156,14 +169,23 @@ impl Drop for Server {
 
 /// Starts `haul server` in `dir` (state in `dir/state`, config from
 /// `dir/server.toml` if present) and waits for the line that gives its address.
-fn spawn(dir: &Path) -> (Child, String, Arc<Mutex<String>>) {
+fn spawn(dir: &Path, slots: usize) -> (Child, String, Arc<Mutex<String>>) {
     let state_dir = dir.join("state");
     std::fs::create_dir_all(&state_dir).unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_haul"));
-    command.args(["server", "--listen", "127.0.0.1:0", "--slots", "4", "--state-dir"]).arg(&state_dir);
+    command
+        .args(["-v", "server", "--listen", "127.0.0.1:0", "--slots", &slots.to_string(), "--state-dir"])
+        .arg(&state_dir);
     if dir.join(SERVER_CONFIG).exists() {
         command.arg("--config").arg(dir.join(SERVER_CONFIG));
     }
+    spawn_haul(command, dir, LISTENING)
+}
+
+/// Starts a `haul` command in `dir` and waits for its stderr line that
+/// starts with `ready`; returns the process, the rest of that line's first
+/// word, and the logs, which keep collecting.
+pub fn spawn_haul(mut command: Command, dir: &Path, ready: &'static str) -> (Child, String, Arc<Mutex<String>>) {
     let mut child = command
         .current_dir(dir)
         .env_remove("RUST_LOG")
@@ -179,7 +201,7 @@ fn spawn(dir: &Path) -> (Child, String, Arc<Mutex<String>>) {
     let sink = logs.clone();
     std::thread::spawn(move || {
         for line in stderr.lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix(LISTENING) {
+            if let Some(rest) = line.strip_prefix(ready) {
                 let address = rest.split_whitespace().next().unwrap_or_default().to_string();
                 let _ = address_tx.send(address);
             }
@@ -190,7 +212,7 @@ fn spawn(dir: &Path) -> (Child, String, Arc<Mutex<String>>) {
         Ok(address) => address,
         Err(_) => {
             let _ = child.kill();
-            panic!("the server did not say where it listens:\n{}", logs.lock().unwrap());
+            panic!("haul did not say `{ready}`:\n{}", logs.lock().unwrap());
         }
     };
     (child, address, logs)

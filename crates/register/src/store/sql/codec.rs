@@ -106,6 +106,7 @@ pub(in crate::store) fn decode_shard(row: &impl Columns) -> Result<ShardRecord, 
         counters: from_json(&row.text("counters")?, "counters")?,
         epoch: to_u64(row.integer("epoch")?, "epoch")?,
         owner: row.optional_text("owner")?,
+        lease_expires_at: optional_time(row.optional_integer("lease_expires_at")?)?,
         error: row.optional_text("error")?,
     })
 }

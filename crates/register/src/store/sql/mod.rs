@@ -332,7 +332,8 @@ where
 const RUN_COLUMNS: &str = "id, job, spec_hash, mode, state, next_state, message, created_at, updated_at, \
      \"trigger\", scheduled_for, priority, pool, params, attempt, started_at, finished_at";
 
-const SHARD_COLUMNS: &str = "run_id, spec, state, sequence, checkpoint, counters, epoch, owner, error";
+const SHARD_COLUMNS: &str =
+    "run_id, spec, state, sequence, checkpoint, counters, epoch, owner, lease_expires_at, error";
 
 /// The condition that lets an update through only for the holder of a live
 /// lease: the shard's current epoch, still running, and the lease unexpired

@@ -75,7 +75,7 @@ macro_rules! run_columns {
 
 macro_rules! shard_columns {
     () => {
-        "run_id, spec, state, sequence, checkpoint, counters, epoch, owner, error"
+        "run_id, spec, state, sequence, checkpoint, counters, epoch, owner, lease_expires_at, error"
     };
 }
 

@@ -1,0 +1,254 @@
+//! Runs whose shards remote workers execute (distributed mode). The leading
+//! scheduler runs none of their shards itself: it offers each shard to the
+//! workers of the run's pool through the [`Dispatcher`] once its
+//! [`SlotDispatcher`] admits it (the live workers' capacity, priorities, pool
+//! quotas, the job's parallelism), follows the shard ledger in the store, and
+//! records the run's end once every shard has finished.
+//!
+//! The shard ledger is the dispatch outbox. A shard that can be claimed
+//! (pending, or running on an expired lease) is offered again whenever its
+//! epoch moved since it was last offered (a worker claimed it, then released
+//! it or died), or when its lease expired at least a lease ttl after the
+//! last offer. So a crash between admitting a shard and publishing it loses
+//! nothing: the next leader offers every unfinished shard of every running
+//! run. Offers may be duplicated; the lease claim decides who runs a shard.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use haul_collect_core::assemble::LoadedJob;
+use haul_collect_core::progress::{RunProgress, ShardPhase};
+use haul_collect_core::runtime::RunOutcome;
+use haul_common::shutdown::CancellationToken;
+use haul_register::dispatch::{Dispatcher, ShardAssignment};
+use haul_register::{RunRecord, RunState, ShardRecord, ShardState};
+use tokio::sync::mpsc;
+
+use super::Platform;
+use super::dispatch::SlotPermit;
+use super::ledger::ShardTicket;
+use crate::planner::WaitingShard;
+
+/// A shard offered to the workers, holding its slot until it finishes.
+struct Offer {
+    /// The shard's epoch when it was last offered.
+    epoch: u64,
+    at: DateTime<Utc>,
+    _slot: SlotPermit,
+}
+
+/// One run's shards as the leader follows them.
+struct RemoteRun {
+    platform: Platform,
+    dispatcher: Arc<dyn Dispatcher>,
+    ticket: ShardTicket,
+    offers: HashMap<String, Offer>,
+    /// Shards waiting for a slot.
+    waiting: HashSet<String>,
+    /// The latest record of every shard.
+    records: HashMap<String, ShardRecord>,
+    granted: mpsc::UnboundedSender<(String, SlotPermit)>,
+    stop: CancellationToken,
+}
+
+impl Platform {
+    /// Follows a running run whose shards remote workers execute, until every
+    /// shard has finished (then records the run's end), the run leaves the
+    /// running state, or `stop`.
+    pub(super) async fn drive_remote_run(
+        &self,
+        run: RunRecord,
+        job: LoadedJob,
+        dispatcher: Arc<dyn Dispatcher>,
+        progress: Arc<RunProgress>,
+        stop: CancellationToken,
+    ) -> RunOutcome {
+        let (granted, mut grants) = mpsc::unbounded_channel();
+        let mut remote = RemoteRun {
+            platform: self.clone(),
+            dispatcher,
+            ticket: ShardTicket::of(&run, &job),
+            offers: HashMap::new(),
+            waiting: HashSet::new(),
+            records: HashMap::new(),
+            granted,
+            stop: stop.clone(),
+        };
+        let poll = self.inner.config.remote_poll;
+        loop {
+            match remote.follow(&progress).await {
+                Ok(Some(outcome)) => return outcome,
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(run_id = %run.id, error = %format!("{error:#}"), "following a remote run failed; retrying")
+                }
+            }
+            // Wake at the next poll, or sooner for a granted slot.
+            tokio::select! {
+                _ = stop.cancelled() => return RunOutcome::Stopped,
+                _ = tokio::time::sleep(poll) => {}
+                Some((shard_id, slot)) = grants.recv() => remote.offer_granted(shard_id, slot).await,
+            }
+            while let Ok((shard_id, slot)) = grants.try_recv() {
+                remote.offer_granted(shard_id, slot).await;
+            }
+        }
+    }
+}
+
+impl RemoteRun {
+    /// Reads the run and its shards, offers what needs offering, and returns
+    /// the run's outcome once it has one.
+    async fn follow(&mut self, progress: &RunProgress) -> anyhow::Result<Option<RunOutcome>> {
+        let store = self.platform.inner.store.clone();
+        let run = store.run(&self.ticket.run_id).await?;
+        if run.state != RunState::Running {
+            return Ok(Some(RunOutcome::Stopped));
+        }
+        let records = store.shards(&self.ticket.run_id).await?;
+        show_progress(progress, &records);
+        if records.iter().all(|record| record.state.is_terminal()) {
+            return Ok(Some(RunOutcome::Succeeded));
+        }
+        let now = self.platform.inner.clock.now();
+        let ttl = chrono::Duration::from_std(self.platform.inner.config.lease_ttl).unwrap_or(chrono::Duration::MAX);
+        for record in records {
+            let shard_id = record.spec.id.clone();
+            if record.state.is_terminal() {
+                self.offers.remove(&shard_id);
+            } else if let Some(offer) = self.offers.get(&shard_id) {
+                let moved_on = offer.epoch != record.epoch;
+                let lease_lapsed = record.state == ShardState::Running && now - offer.at >= ttl;
+                if claimable(&record, now) && (moved_on || lease_lapsed) {
+                    self.publish(&record, now).await?;
+                }
+            } else if self.waiting.insert(shard_id.clone()) {
+                self.request_slot(&shard_id);
+            }
+            self.records.insert(shard_id, record);
+        }
+        Ok(None)
+    }
+
+    /// Waits for a slot for the shard in the background; the grant comes
+    /// back through `granted`.
+    fn request_slot(&self, shard_id: &str) {
+        let waiting = WaitingShard {
+            run_id: self.ticket.run_id.clone(),
+            shard_id: shard_id.to_string(),
+            job: self.ticket.job.clone(),
+            pool: self.ticket.pool.clone(),
+            priority: self.ticket.priority,
+            enqueued_at: self.ticket.enqueued_at,
+        };
+        let slots = self.platform.inner.dispatcher.clone();
+        let job_limit = self.ticket.job_limit;
+        let granted = self.granted.clone();
+        let stop = self.stop.clone();
+        let shard_id = shard_id.to_string();
+        tokio::spawn(async move {
+            tokio::select! {
+                slot = slots.acquire(waiting, job_limit) => { let _ = granted.send((shard_id, slot)); }
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+
+    /// Offers a shard that got a slot, unless a live lease shows a worker
+    /// runs it already (after a change of leader): then the slot is only held.
+    async fn offer_granted(&mut self, shard_id: String, slot: SlotPermit) {
+        self.waiting.remove(&shard_id);
+        let Some(record) = self.records.get(&shard_id).cloned() else { return };
+        if record.state.is_terminal() {
+            return;
+        }
+        let now = self.platform.inner.clock.now();
+        self.offers.insert(shard_id, Offer { epoch: record.epoch, at: now, _slot: slot });
+        if claimable(&record, now)
+            && let Err(error) = self.publish(&record, now).await
+        {
+            // Offered again at the next poll: its offer records no epoch it had.
+            tracing::warn!(run_id = %record.run_id, shard = %record.spec.id, error = %format!("{error:#}"), "offering a shard failed");
+            if let Some(offer) = self.offers.get_mut(&record.spec.id) {
+                offer.epoch = u64::MAX;
+            }
+        }
+    }
+
+    async fn publish(&mut self, record: &ShardRecord, now: DateTime<Utc>) -> anyhow::Result<()> {
+        let assignment = ShardAssignment {
+            run_id: record.run_id.clone(),
+            shard_id: record.spec.id.clone(),
+            pool: self.ticket.pool.clone(),
+            priority: u8::try_from(self.ticket.priority.clamp(0, i32::from(u8::MAX))).unwrap_or(u8::MAX),
+        };
+        self.dispatcher.publish(&assignment).await?;
+        metrics::counter!("haul_shards_offered_total", "pool" => self.ticket.pool.clone()).increment(1);
+        if let Some(offer) = self.offers.get_mut(&record.spec.id) {
+            offer.epoch = record.epoch;
+            offer.at = now;
+        }
+        Ok(())
+    }
+}
+
+/// Whether a worker could claim the shard now: pending, or running on a
+/// lease that expired (by this clock; the store's decides the claim).
+fn claimable(record: &ShardRecord, now: DateTime<Utc>) -> bool {
+    match record.state {
+        ShardState::Pending => true,
+        ShardState::Running => record.lease_expires_at.is_none_or(|expires| expires <= now),
+        ShardState::Succeeded | ShardState::Failed => false,
+    }
+}
+
+/// Shows the workers' progress, as far as their checkpoints tell.
+fn show_progress(progress: &RunProgress, records: &[ShardRecord]) {
+    for (shard, record) in progress.shards.iter().zip(records) {
+        shard.subtract(shard.counters());
+        shard.add(record.counters);
+        if record.state == ShardState::Succeeded {
+            shard.set_phase(ShardPhase::Done);
+        }
+    }
+}
+
+/// How long the leader waits between looks at a remote run's shards.
+pub const DEFAULT_REMOTE_POLL: Duration = Duration::from_millis(200);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use haul_collect_core::ShardSpec;
+    use haul_collect_core::progress::ShardCounters;
+
+    fn record(state: ShardState, lease_expires_at: Option<DateTime<Utc>>) -> ShardRecord {
+        ShardRecord {
+            run_id: "r".into(),
+            spec: ShardSpec { id: "s".into(), descriptor: serde_json::json!({}) },
+            state,
+            sequence: 0,
+            checkpoint: None,
+            counters: ShardCounters::default(),
+            epoch: 1,
+            owner: None,
+            lease_expires_at,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn pending_shards_and_lapsed_leases_are_claimable_live_leases_and_finished_shards_are_not() {
+        let now = DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::seconds(100);
+        let earlier = now - chrono::Duration::seconds(1);
+        let later = now + chrono::Duration::seconds(1);
+        assert!(claimable(&record(ShardState::Pending, None), now));
+        assert!(claimable(&record(ShardState::Running, Some(earlier)), now));
+        assert!(claimable(&record(ShardState::Running, Some(now)), now));
+        assert!(!claimable(&record(ShardState::Running, Some(later)), now));
+        assert!(!claimable(&record(ShardState::Succeeded, None), now));
+        assert!(!claimable(&record(ShardState::Failed, None), now));
+    }
+}

@@ -1,0 +1,271 @@
+//! The worker agent of the distributed mode (`haul worker`): it takes the
+//! shard assignments of its pools from the [`Dispatcher`], at most `slots`
+//! at a time, claims each shard's lease in the store, runs the shard through
+//! the pipeline runtime from its last checkpoint, and acknowledges the
+//! assignment once the shard's outcome is in the store.
+//!
+//! A worker keeps no state of its own; the store is the source of truth.
+//! - An assignment for a shard that is finished, leased by another live
+//!   worker, or whose run is not running, is acknowledged and dropped: the
+//!   leader offers the shard again if it ever needs to.
+//! - An assignment that fails before its shard is claimed (the store is
+//!   unreachable) goes back to its queue for another try.
+//! - A shard whose job cannot be built here fails with the reason, so its run
+//!   ends instead of waiting.
+//! - While a shard runs, the worker watches its run: once it is paused or
+//!   cancelled, the shard commits, checkpoints and releases at its next batch
+//!   boundary.
+//! - On shutdown (SIGTERM) the worker takes nothing new, and its running
+//!   shards checkpoint and release their leases at their next batch boundary;
+//!   the leader offers them again at once.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use haul_collect_core::assemble;
+use haul_collect_core::registry::PluginRegistry;
+use haul_collect_core::runtime::{RunOutcome, RunSettings, execute, progress_for};
+use haul_common::shutdown::CancellationToken;
+use haul_register::dispatch::{Delivery, Dispatcher, ShardAssignment};
+use haul_register::ledger::StoreLedger;
+use haul_register::limiter::Limiter;
+use haul_register::{RunState, ShardState, Store};
+use tokio::sync::{Semaphore, watch};
+use tokio_util::task::TaskTracker;
+
+use crate::service::settings::stored_source;
+use crate::service::{RateLimitOverrides, follow_rate_limit};
+
+/// How a worker runs.
+#[derive(Clone)]
+pub struct WorkerConfig {
+    /// Unique among live workers; the owner its leases are held under.
+    pub id: String,
+    /// The pools (worker groups) whose shards it takes.
+    pub pools: Vec<String>,
+    /// Shards it runs at once.
+    pub slots: usize,
+    pub lease_ttl: Duration,
+    /// Where default dead-letter files go.
+    pub state_dir: PathBuf,
+    /// Where the runs' `[rate_limit]`s take their permits (Redis in a cluster).
+    pub limiter: Arc<dyn Limiter>,
+    /// Rate limits that replace the job files' `[rate_limit]`, by job name.
+    pub rate_limits: watch::Receiver<RateLimitOverrides>,
+    /// How often a running shard checks that its run still runs.
+    pub run_check: Duration,
+}
+
+/// The worker agent; see the module documentation.
+pub struct Worker {
+    store: Arc<dyn Store>,
+    plugins: Arc<PluginRegistry>,
+    dispatcher: Arc<dyn Dispatcher>,
+    config: WorkerConfig,
+    load: watch::Sender<u32>,
+}
+
+/// What became of one assignment.
+enum Handled {
+    /// The shard ran here, to this outcome.
+    Ran(RunOutcome),
+    /// Nothing to do here: why.
+    Skipped(&'static str),
+}
+
+impl Worker {
+    pub fn new(
+        store: Arc<dyn Store>,
+        plugins: Arc<PluginRegistry>,
+        dispatcher: Arc<dyn Dispatcher>,
+        config: WorkerConfig,
+    ) -> Arc<Self> {
+        Arc::new(Worker { store, plugins, dispatcher, config, load: watch::Sender::new(0) })
+    }
+
+    /// The shards running here now, for the worker's registry entry.
+    pub fn load(&self) -> watch::Receiver<u32> {
+        self.load.subscribe()
+    }
+
+    /// Takes and runs assignments until `shutdown`; then waits up to `grace`
+    /// for the running shards to checkpoint and release. Returns whether they
+    /// all stopped in time.
+    pub async fn run(self: &Arc<Self>, shutdown: CancellationToken, grace: Duration) -> anyhow::Result<bool> {
+        // Cancelled on shutdown, or when a pool's assignments stop coming.
+        let halt = shutdown.child_token();
+        let slots = Arc::new(Semaphore::new(self.config.slots.max(1)));
+        let prefetch = u16::try_from(self.config.slots.max(1)).unwrap_or(u16::MAX);
+        let shards = TaskTracker::new();
+        let mut pools = tokio::task::JoinSet::new();
+        for pool in &self.config.pools {
+            let consumer = self
+                .dispatcher
+                .consume(pool, prefetch)
+                .await
+                .with_context(|| format!("taking the assignments of pool {pool}"))?;
+            let (worker, slots, shards, halt) = (self.clone(), slots.clone(), shards.clone(), halt.clone());
+            let pool = pool.clone();
+            pools.spawn(async move {
+                let mut consumer = consumer;
+                loop {
+                    let slot = tokio::select! {
+                        _ = halt.cancelled() => return pool,
+                        slot = slots.clone().acquire_owned() => slot.expect("the slots are never closed"),
+                    };
+                    let delivery = tokio::select! {
+                        _ = halt.cancelled() => return pool,
+                        delivery = consumer.next() => delivery,
+                    };
+                    match delivery {
+                        None => return pool,
+                        Some(Err(error)) => {
+                            tracing::warn!(error = %error, "taking an assignment failed");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        Some(Ok(delivery)) => {
+                            let (worker, halt) = (worker.clone(), halt.clone());
+                            shards.spawn(async move {
+                                worker.settle(delivery, halt).await;
+                                drop(slot);
+                            });
+                        }
+                    }
+                }
+            });
+        }
+        tracing::info!(worker = %self.config.id, pools = ?self.config.pools, slots = self.config.slots, "worker taking shards");
+        let closed_pool = tokio::select! {
+            _ = shutdown.cancelled() => None,
+            Some(ended) = pools.join_next() => ended.ok(),
+        };
+        // Whatever stopped the taking, the running shards stop at their next
+        // batch boundary and release.
+        halt.cancel();
+        pools.shutdown().await;
+        shards.close();
+        let drained = tokio::time::timeout(grace, shards.wait()).await.is_ok();
+        match closed_pool {
+            Some(pool) if !shutdown.is_cancelled() => {
+                anyhow::bail!("the broker stopped delivering the assignments of pool {pool}")
+            }
+            _ => Ok(drained),
+        }
+    }
+
+    /// Runs one assignment and settles it with the broker.
+    async fn settle(&self, delivery: Delivery, shutdown: CancellationToken) {
+        let assignment = delivery.assignment.clone();
+        self.load.send_modify(|load| *load += 1);
+        let handled = self.handle(&assignment, shutdown).await;
+        self.load.send_modify(|load| *load = load.saturating_sub(1));
+        let settled = match handled {
+            Ok(handled) => {
+                match handled {
+                    Handled::Ran(outcome) => {
+                        tracing::debug!(run_id = %assignment.run_id, shard = %assignment.shard_id, ?outcome, "shard ran")
+                    }
+                    Handled::Skipped(why) => {
+                        tracing::debug!(run_id = %assignment.run_id, shard = %assignment.shard_id, why, "assignment skipped")
+                    }
+                }
+                delivery.ack().await
+            }
+            Err(error) => {
+                tracing::warn!(run_id = %assignment.run_id, shard = %assignment.shard_id, error = %format!("{error:#}"), "assignment failed before its shard was claimed; giving it back");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                delivery.requeue().await
+            }
+        };
+        if let Err(error) = settled {
+            // The broker delivers it again, which the lease claim makes harmless.
+            tracing::warn!(run_id = %assignment.run_id, shard = %assignment.shard_id, error = %error, "settling an assignment failed");
+        }
+    }
+
+    /// Runs the assigned shard if it is this worker's to run. An error means
+    /// nothing was claimed and the assignment should be tried again.
+    async fn handle(&self, assignment: &ShardAssignment, shutdown: CancellationToken) -> anyhow::Result<Handled> {
+        let run = self.store.run(&assignment.run_id).await?;
+        if run.state != RunState::Running {
+            return Ok(Handled::Skipped("the run is not running"));
+        }
+        let record = self.store.shard(&assignment.run_id, &assignment.shard_id).await?;
+        if record.state.is_terminal() {
+            return Ok(Handled::Skipped("the shard is finished"));
+        }
+        let job = self.store.job(&run.job).await?;
+        let loaded = if job.spec_hash == run.spec_hash {
+            assemble::load(stored_source(&job), &job.name, &self.plugins).map_err(anyhow::Error::from)
+        } else {
+            Err(anyhow::anyhow!("the job changed since the run was planned; retry the run to plan it again"))
+        };
+        let dead_letters = loaded.and_then(|loaded| {
+            let dead_letters = assemble::dead_letters(&loaded, &self.plugins, &self.config.state_dir)?;
+            Ok((loaded, dead_letters))
+        });
+        let (loaded, dead_letters) = match dead_letters {
+            Ok(built) => built,
+            Err(error) => return self.fail_unbuildable(assignment, &error).await,
+        };
+
+        let ledger = StoreLedger::new(self.store.clone(), &run.id, &self.config.id, self.config.lease_ttl)
+            .only_free_shards()
+            .fence_commits();
+        let rate_limit = follow_rate_limit(self.config.rate_limits.clone(), run.job.clone(), loaded.spec.rate_limit);
+        let settings = RunSettings {
+            limiter: self.config.limiter.clone(),
+            rate_limit,
+            ..RunSettings::for_job(&loaded.spec, &run.id)
+        };
+        let shards = vec![record.spec];
+        let progress = progress_for(&shards);
+        let stop = shutdown.child_token();
+        let watching = self.stop_when_run_halts(&run.id, stop.clone());
+        let report = execute(loaded.pipeline, settings, shards, Arc::new(ledger), dead_letters, progress, stop).await;
+        watching.abort();
+        let labels = [("job", run.job.clone())];
+        metrics::counter!("haul_records_read_total", &labels).increment(report.totals.records_read);
+        metrics::counter!("haul_records_written_total", &labels).increment(report.totals.records_written);
+        Ok(Handled::Ran(report.outcome))
+    }
+
+    /// Fails a shard whose job cannot be built here, so that its run ends
+    /// with the reason instead of waiting for it.
+    async fn fail_unbuildable(&self, assignment: &ShardAssignment, error: &anyhow::Error) -> anyhow::Result<Handled> {
+        let claimed = self
+            .store
+            .claim_shard(&assignment.run_id, &assignment.shard_id, &self.config.id, self.config.lease_ttl)
+            .await;
+        let Ok(Some((lease, resume))) = claimed else {
+            return Ok(Handled::Skipped("the shard is not free"));
+        };
+        let reason = format!("cannot build the job on worker {}: {error:#}", self.config.id);
+        tracing::error!(run_id = %assignment.run_id, shard = %assignment.shard_id, reason, "failing the shard");
+        self.store.finish_shard(&lease, ShardState::Failed, &resume, Some(&reason)).await?;
+        Ok(Handled::Ran(RunOutcome::Failed(vec![reason])))
+    }
+
+    /// Cancels `stop` once the run leaves the running state (paused,
+    /// cancelled, or finished by another shard's failure).
+    fn stop_when_run_halts(&self, run_id: &str, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let (store, run_id, every) = (self.store.clone(), run_id.to_string(), self.config.run_check);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match store.run(&run_id).await {
+                    Ok(run) if run.state != RunState::Running => {
+                        tracing::info!(run_id, state = %run.state, "the run halted: stopping its shard");
+                        stop.cancel();
+                        return;
+                    }
+                    Ok(_) => {}
+                    // A store outage is the ledger's to ride out.
+                    Err(error) => tracing::debug!(run_id, error = %error, "checking the run's state failed"),
+                }
+            }
+        })
+    }
+}

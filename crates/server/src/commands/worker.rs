@@ -1,0 +1,125 @@
+//! `haul worker --config worker.toml`: a worker process of a distributed
+//! deployment. It joins the registry with its capacity, labels and load,
+//! takes the shards of its pools from the broker, runs them under leases in
+//! the shared store, and follows the config centre's rate limits. SIGINT or
+//! SIGTERM drains it: it takes nothing new, and its running shards commit,
+//! checkpoint and release their leases at their next batch boundary, within
+//! `shutdown_grace`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use haul_common::duration::HumanDuration;
+use haul_common::shutdown;
+use haul_register::registry::WorkerInfo;
+use haul_scheduler::worker::{Worker, WorkerConfig};
+use serde::Deserialize;
+
+use crate::commands::config_centre;
+use crate::commands::deployment::{self, DispatchFile, LimiterFile, RegistryFile};
+use crate::job_loader;
+
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    /// The worker config file (TOML).
+    #[arg(long, short)]
+    pub config: PathBuf,
+}
+
+/// The worker config file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkerFile {
+    /// Unique among the live workers; `worker@HOST:PID` by default.
+    id: Option<String>,
+    /// The store URL, shared with the servers (`mysql://…`, `postgres://…`).
+    store: String,
+    /// Shards that run at once.
+    #[serde(default = "default_slots")]
+    slots: usize,
+    /// The pools (worker groups) whose shards this worker takes.
+    #[serde(default = "default_pools")]
+    pools: Vec<String>,
+    /// Free-form labels shown in the registry (`region = "eu"`).
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default = "default_lease_ttl")]
+    lease_ttl: HumanDuration,
+    /// Where default dead-letter files go.
+    #[serde(default = "default_state_dir")]
+    state_dir: PathBuf,
+    /// How long a stopping worker waits for its shards to checkpoint.
+    #[serde(default = "default_grace")]
+    shutdown_grace: HumanDuration,
+    dispatch: DispatchFile,
+    registry: RegistryFile,
+    #[serde(default)]
+    limiter: LimiterFile,
+}
+
+fn default_slots() -> usize {
+    std::thread::available_parallelism().map_or(4, |n| n.get() * 2)
+}
+
+fn default_pools() -> Vec<String> {
+    vec![haul_collect_core::job::DEFAULT_POOL.to_string()]
+}
+
+fn default_lease_ttl() -> HumanDuration {
+    HumanDuration(haul_scheduler::service::ServiceConfig::default().lease_ttl)
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(".haul-worker")
+}
+
+fn default_grace() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+
+pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let file: WorkerFile = super::config_file::read(Some(&args.config))?;
+    let id = file.id.clone().unwrap_or_else(default_id);
+    let store = haul_register::store::open(&file.store)
+        .await
+        .with_context(|| format!("opening the store {}", haul_register::store::redacted(&file.store)))?;
+    let dispatcher = file.dispatch.connect().await?.context("a worker needs `[dispatch] url`")?;
+    let registry = file.registry.open().await?;
+    let rate_limits = config_centre::watch_rate_limits(registry.as_ref())
+        .await
+        .context("watching the config centre's rate_limits document")?;
+    let config = WorkerConfig {
+        id: id.clone(),
+        pools: file.pools.clone(),
+        slots: file.slots.max(1),
+        lease_ttl: file.lease_ttl.0,
+        state_dir: file.state_dir.clone(),
+        limiter: file.limiter.open()?,
+        rate_limits,
+        run_check: (file.lease_ttl.0 / 3).max(Duration::from_millis(100)),
+    };
+    let worker = Worker::new(store, Arc::new(job_loader::builtin_registry()), dispatcher, config);
+    let mut labels = file.labels.clone();
+    labels.insert("pools".to_string(), file.pools.join(","));
+    let info = WorkerInfo { id: id.clone(), capacity: file.slots.max(1) as u32, labels, load: 0 };
+    let membership = deployment::join(registry.as_ref(), info, worker.load()).await?;
+
+    let stop = shutdown::on_signal();
+    eprintln!("haul worker {id} taking the shards of pools {} ({} slots)", file.pools.join(", "), file.slots.max(1));
+    let drained = worker.run(stop, file.shutdown_grace.0).await?;
+    if !drained {
+        eprintln!("some shards did not stop within {}; their leases will expire", file.shutdown_grace);
+    }
+    drop(membership);
+    registry.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn default_id() -> String {
+    let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "localhost".into());
+    format!("worker@{host}:{}", std::process::id())
+}
