@@ -104,6 +104,13 @@ pub trait Source: Send + Sync {
         batch_size: usize,
     ) -> anyhow::Result<Box<dyn ShardReader>>;
 
+    /// The host the source reads from, as `HOST:PORT`, when it reads from
+    /// one: the endpoint rate limits (`endpoint:HOST:PORT`) hold for every
+    /// job reading it.
+    fn endpoint(&self) -> Option<String> {
+        None
+    }
+
     /// An estimate of the records in a shard, for the progress ETA.
     async fn estimate(&self, _shard: &ShardSpec) -> Option<u64> {
         None

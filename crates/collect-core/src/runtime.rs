@@ -20,12 +20,12 @@ use anyhow::Context;
 use async_trait::async_trait;
 use haul_common::retry::RetryPolicy;
 use haul_common::shutdown::CancellationToken;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::deadletter::DeadLetters;
 use crate::error_limit::ErrorLimit;
-use crate::flow::{InProcessLimiter, Limiter, RateLimitSpec, Throttle};
+use crate::flow::{InProcessLimiter, Limiter, ScopedRateLimit, Throttle};
 use crate::plugin::WriterContext;
 use crate::progress::{RunProgress, ShardCounters, ShardPhase, ShardProgress};
 use crate::transient::is_transient;
@@ -49,10 +49,12 @@ pub struct RunSettings {
     pub checkpoint_interval: Duration,
     pub retry: RetryPolicy,
     pub error_limit: ErrorLimit,
-    /// The run's `[rate_limit]` in force, which may change while it runs.
-    pub rate_limit: watch::Receiver<RateLimitSpec>,
-    /// Where `rate_limit` takes its permits: this process's own buckets, or a
-    /// limiter shared by every worker.
+    /// The rate limits the run's batches pass under, at every scope that has
+    /// one (the job's `[rate_limit]`, its pool, the source's endpoint, the
+    /// whole deployment); they may change while it runs.
+    pub rate_limits: Vec<ScopedRateLimit>,
+    /// Where `rate_limits` take their permits: this process's own buckets, or
+    /// a limiter shared by every worker.
     pub limiter: Arc<dyn Limiter>,
     /// A shard still going this long after it started fails (retries included).
     pub shard_timeout: Option<Duration>,
@@ -69,7 +71,7 @@ impl RunSettings {
             checkpoint_interval: spec.checkpoint_interval.0,
             retry: spec.retry,
             error_limit: spec.error_limit,
-            rate_limit: spec.rate_limit.fixed(),
+            rate_limits: vec![ScopedRateLimit::job(&spec.name, spec.rate_limit)],
             limiter: Arc::new(InProcessLimiter::new()),
             shard_timeout: spec.platform.shard_timeout.map(|timeout| timeout.0),
         }
@@ -192,7 +194,7 @@ pub async fn execute(
 ) -> RunReport {
     let started = Instant::now();
     let context = Arc::new(RunContext {
-        throttle: Throttle::new(&settings.job, settings.rate_limit.clone(), settings.limiter.clone()),
+        throttle: Throttle::new(&settings.rate_limits, settings.limiter.clone()),
         pipeline,
         settings,
         ledger,

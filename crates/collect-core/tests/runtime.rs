@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use haul_collect_core::deadletter::{DeadLetter, DeadLetters};
-use haul_collect_core::flow::RateLimitSpec;
+use haul_collect_core::flow::{RateLimitSpec, ScopedRateLimit};
 use haul_collect_core::plugin::WriterContext;
 use haul_collect_core::runtime::{
     Ledger, Pipeline, ResumePoint, RunOutcome, RunSettings, ShardOutcome, execute, progress_for,
@@ -231,7 +231,7 @@ fn settings(error_limit: haul_collect_core::error_limit::ErrorLimit) -> RunSetti
             max_backoff: HumanDuration(Duration::from_millis(5)),
         },
         error_limit,
-        rate_limit: RateLimitSpec::default().fixed(),
+        rate_limits: Vec::new(),
         limiter: Arc::new(haul_collect_core::flow::InProcessLimiter::new()),
         shard_timeout: None,
     }
@@ -428,7 +428,8 @@ async fn a_running_run_follows_its_rate_limit_as_it_changes() {
     let harness = Harness::new(NumbersSource::new(1, 200));
     let per_second = |rate| RateLimitSpec { records_per_second: NonZeroU32::new(rate), bytes_per_second: None };
     let (rate_limit, rate_limit_in_force) = watch::channel(per_second(10));
-    let settings = RunSettings { rate_limit: rate_limit_in_force, ..settings(Default::default()) };
+    let scoped = ScopedRateLimit { scope: ScopedRateLimit::job_scope("job"), spec: rate_limit_in_force };
+    let settings = RunSettings { rate_limits: vec![scoped], ..settings(Default::default()) };
     let raise_once_running = async {
         while harness.sink.committed.lock().unwrap().is_empty() {
             tokio::time::sleep(Duration::from_millis(5)).await;

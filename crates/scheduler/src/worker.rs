@@ -36,7 +36,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
 
 use crate::service::settings::stored_source;
-use crate::service::{RateLimitOverrides, follow_rate_limit};
+use crate::service::{RateLimitOverrides, run_rate_limits};
 
 /// How a worker runs.
 #[derive(Clone)]
@@ -214,10 +214,12 @@ impl Worker {
         let ledger = StoreLedger::new(self.store.clone(), &run.id, &self.config.id, self.config.lease_ttl)
             .only_free_shards()
             .fence_commits();
-        let rate_limit = follow_rate_limit(self.config.rate_limits.clone(), run.job.clone(), loaded.spec.rate_limit);
+        let endpoint = loaded.pipeline.source.endpoint();
+        let rate_limits =
+            run_rate_limits(&self.config.rate_limits, &run.job, &run.request.pool, endpoint, loaded.spec.rate_limit);
         let settings = RunSettings {
             limiter: self.config.limiter.clone(),
-            rate_limit,
+            rate_limits,
             ..RunSettings::for_job(&loaded.spec, &run.id)
         };
         let shards = vec![record.spec];

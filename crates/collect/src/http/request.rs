@@ -38,6 +38,8 @@ pub(crate) struct RequestSpec {
     headers: Vec<(HeaderName, Template)>,
     body: Option<(BodyFormat, JsonTemplate)>,
     format: ResponseFormat,
+    /// `HOST:PORT` of the url, unless a variable is part of it.
+    endpoint: Option<String>,
 }
 
 /// A JSON body whose strings are templates.
@@ -149,11 +151,18 @@ impl RequestSpec {
         let method = Method::from_bytes(options.method.to_ascii_uppercase().as_bytes())
             .map_err(|_| anyhow::anyhow!("`{}` is not an http method", options.method))?;
         let url = Template::parse(&options.url).context("in `url`")?;
+        let mut endpoint = None;
         if !options.url.contains("${") && !options.url.starts_with('{') {
             let sample = options.url.replace(['{', '}'], "");
             let parsed = Url::parse(&sample).with_context(|| format!("`url` `{}` is not a url", options.url))?;
             if !crate::web::is_web_scheme(parsed.scheme()) {
                 bail!("`url` must be an http or https url, not `{}:`", parsed.scheme());
+            }
+            let authority = options.url.split("://").nth(1).and_then(|rest| rest.split('/').next()).unwrap_or("{");
+            if !authority.contains('{')
+                && let (Some(host), Some(port)) = (parsed.host_str(), parsed.port_or_known_default())
+            {
+                endpoint = Some(format!("{host}:{port}"));
             }
         }
         let query = options
@@ -185,7 +194,12 @@ impl RequestSpec {
                 Some((options.body_format, JsonTemplate::parse(body).context("in `body`")?))
             }
         };
-        Ok(RequestSpec { method, url, query, headers, body, format: options.format })
+        Ok(RequestSpec { method, url, query, headers, body, format: options.format, endpoint })
+    }
+
+    /// `HOST:PORT` of the url, unless a variable is part of it.
+    pub(crate) fn endpoint(&self) -> Option<String> {
+        self.endpoint.clone()
     }
 
     /// Whether any part of the request uses `var`.
@@ -327,6 +341,15 @@ mod tests {
 
     fn vars(since: Option<&str>) -> Vars {
         Vars { from: Some("2024-01-01".into()), since: since.map(str::to_string), ..Vars::default() }
+    }
+
+    #[test]
+    fn the_endpoint_is_the_host_and_port_unless_a_variable_is_part_of_it() {
+        let endpoint = |url| spec(url, &[], None, BodyFormat::Json).unwrap().endpoint();
+        assert_eq!(endpoint("https://api.test/v1/{from}/items").as_deref(), Some("api.test:443"));
+        assert_eq!(endpoint("http://127.0.0.1:8080/items").as_deref(), Some("127.0.0.1:8080"));
+        assert_eq!(endpoint("http://{from}.api.test/items"), None);
+        assert_eq!(endpoint("${env:CARGO_PKG_NAME}/items"), None);
     }
 
     #[test]

@@ -282,6 +282,10 @@ impl HttpSource {
 
 #[async_trait]
 impl Source for HttpSource {
+    fn endpoint(&self) -> Option<String> {
+        self.spec.endpoint()
+    }
+
     /// Reads the secrets, gets an OAuth2 token when configured, and asks for
     /// the first page when the request needs no range window.
     async fn check(&self) -> anyhow::Result<()> {

@@ -66,6 +66,15 @@ impl ConnectionUrl {
     pub fn description(&self) -> &str {
         &self.description
     }
+
+    /// `HOST:PORT` of a database server; `None` for a SQLite file.
+    pub fn endpoint(&self) -> Option<String> {
+        let (scheme, rest) = self.description.split_once("://")?;
+        if scheme == "sqlite" {
+            return None;
+        }
+        rest.split('/').next().map(str::to_string)
+    }
 }
 
 /// `driver://host:port/db` from what follows `driver://`. The user and
@@ -181,6 +190,8 @@ mod tests {
         assert_eq!(url.dialect, Dialect::MySql);
         assert_eq!(url.description(), "mysql://127.0.0.1:3307/test");
         assert_eq!(ConnectionUrl::parse("sqlite::memory:").unwrap().description(), "sqlite://:memory:");
+        assert_eq!(ConnectionUrl::parse("postgres://me:s3cr3t@db.local/sales").unwrap().endpoint().unwrap(), "db.local:5432");
+        assert_eq!(ConnectionUrl::parse("sqlite:///tmp/a.db").unwrap().endpoint(), None);
         assert_eq!(ConnectionUrl::parse("sqlite:///tmp/a.db?mode=rwc").unwrap().description(), "sqlite:///tmp/a.db");
     }
 

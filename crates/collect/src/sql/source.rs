@@ -184,6 +184,10 @@ impl SqlSource {
 
 #[async_trait]
 impl Source for SqlSource {
+    fn endpoint(&self) -> Option<String> {
+        self.url.endpoint()
+    }
+
     async fn check(&self) -> anyhow::Result<()> {
         let shape = self.shape().await?;
         if let SplitKey::Missing(reason) = &shape.split_key {

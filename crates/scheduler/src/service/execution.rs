@@ -20,7 +20,7 @@ use tracing::Instrument;
 
 use super::Platform;
 use super::ledger::{DispatchLedger, ShardTicket};
-use super::rate_limit::follow_rate_limit;
+use super::rate_limit::run_rate_limits;
 use crate::lifecycle;
 
 /// A run executing here.
@@ -103,10 +103,12 @@ impl Platform {
         let store_ledger = StoreLedger::new(inner.store.clone(), &run.id, &inner.config.owner, inner.config.lease_ttl);
         let ticket = ShardTicket::of(run, &job);
         let ledger = Arc::new(DispatchLedger::new(store_ledger, inner.dispatcher.clone(), ticket, stop.clone()));
-        let rate_limit = follow_rate_limit(inner.config.rate_limits.clone(), run.job.clone(), job.spec.rate_limit);
+        let endpoint = job.pipeline.source.endpoint();
+        let rate_limits =
+            run_rate_limits(&inner.config.rate_limits, &run.job, &run.request.pool, endpoint, job.spec.rate_limit);
         let settings = RunSettings {
             limiter: inner.config.limiter.clone(),
-            rate_limit,
+            rate_limits,
             ..RunSettings::for_job(&job.spec, &run.id)
         };
         let report = execute(job.pipeline, settings, shards, ledger, dead_letters, progress, stop).await;

@@ -46,7 +46,7 @@ pub use actions::{Backfill, RequestedRange, RunDetail, ShardView, SpecFormat, Tr
 pub use error::PlatformError;
 use execution::Execution;
 pub use rate_limit::RateLimitOverrides;
-pub(crate) use rate_limit::follow_rate_limit;
+pub(crate) use rate_limit::run_rate_limits;
 
 use crate::planner::Aging;
 

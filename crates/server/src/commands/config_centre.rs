@@ -2,9 +2,11 @@
 //! that override the config files live, for the names they list.
 //! - `pools` (`{"POOL": max_concurrent_shards, …}`) overrides the server
 //!   config's `[pools]` limits.
-//! - `rate_limits` (`{"JOB": {"records_per_second": N, "bytes_per_second": M},
-//!   …}`) replaces the job files' `[rate_limit]`, down to a running run's next
-//!   batch.
+//! - `rate_limits` (`{"SCOPE": {"records_per_second": N, "bytes_per_second":
+//!   M}, …}`) sets the rate limit of each scope it names, over the config
+//!   file's `[rate_limits]`, down to a running run's next batch: `global`,
+//!   `pool:NAME`, `endpoint:HOST:PORT`, or a job (`job:NAME` or its bare
+//!   name), whose limit replaces the job file's `[rate_limit]`.
 //!
 //! A missing or deleted document leaves the files' values; a malformed one is
 //! logged and ignored, keeping the last good values.
@@ -87,11 +89,15 @@ pub async fn watch_pool_limits(
 }
 
 /// Watches the `rate_limits` document: the receiver holds the rate limits
-/// that replace the job files' `[rate_limit]`, by job name.
+/// by scope, the document's over the config file's `file_limits`.
 pub async fn watch_rate_limits(
     registry: &dyn Registry,
+    file_limits: BTreeMap<String, RateLimitSpec>,
 ) -> Result<watch::Receiver<BTreeMap<String, RateLimitSpec>>, haul_register::registry::Error> {
-    watch_overrides(registry, RATE_LIMITS_DOCUMENT, |overrides| overrides).await
+    watch_overrides(registry, RATE_LIMITS_DOCUMENT, move |overrides| {
+        file_limits.iter().chain(&overrides).map(|(scope, spec)| (scope.clone(), *spec)).collect()
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -193,7 +199,7 @@ mod tests {
     async fn follow_the_rate_limits_document(chroot: String) {
         let config = ZkConfig { chroot: chroot.clone(), ..ZkConfig::new(ZOOKEEPER) };
         let registry = ZkRegistry::connect(config).await.unwrap();
-        let mut receiver = watch_rate_limits(&registry).await.unwrap();
+        let mut receiver = watch_rate_limits(&registry, BTreeMap::new()).await.unwrap();
         assert_eq!(*receiver.borrow_and_update(), BTreeMap::new());
 
         registry.put_config(RATE_LIMITS_DOCUMENT, &json!({"orders": {"records_per_second": 50}})).await.unwrap();

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use haul_collect_core::flow::RateLimitSpec;
 use haul_common::clock::SystemClock;
 use haul_common::duration::HumanDuration;
 use haul_common::shutdown;
@@ -66,6 +67,11 @@ struct ServerFile {
     pools: BTreeMap<String, usize>,
     #[serde(default)]
     scheduler: SchedulerFile,
+    /// Rate limits by scope (`global`, `pool:NAME`, `job:NAME`,
+    /// `endpoint:HOST:PORT`); the config centre's `rate_limits` document
+    /// overrides them live.
+    #[serde(default)]
+    rate_limits: BTreeMap<String, RateLimitSpec>,
     /// Where the jobs' `[rate_limit]`s are kept: in process by default.
     #[serde(default)]
     limiter: LimiterFile,
@@ -142,7 +148,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "localhost".into());
     let owner = format!("server@{host}:{}", address.port());
     let registry = file.registry.open().await?;
-    let rate_limits = config_centre::watch_rate_limits(registry.as_ref())
+    let rate_limits = config_centre::watch_rate_limits(registry.as_ref(), file.rate_limits.clone())
         .await
         .context("watching the config centre's rate_limits document")?;
     let remote_workers = file.dispatch.connect().await?;

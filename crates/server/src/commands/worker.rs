@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use haul_collect_core::flow::RateLimitSpec;
 use haul_common::duration::HumanDuration;
 use haul_common::shutdown;
 use haul_register::registry::WorkerInfo;
@@ -55,6 +56,10 @@ struct WorkerFile {
     /// How long a stopping worker waits for its shards to checkpoint.
     #[serde(default = "default_grace")]
     shutdown_grace: HumanDuration,
+    /// Rate limits by scope, as in the server config; the config centre's
+    /// `rate_limits` document overrides them live.
+    #[serde(default)]
+    rate_limits: BTreeMap<String, RateLimitSpec>,
     dispatch: DispatchFile,
     registry: RegistryFile,
     #[serde(default)]
@@ -89,7 +94,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("opening the store {}", haul_register::store::redacted(&file.store)))?;
     let dispatcher = file.dispatch.connect().await?.context("a worker needs `[dispatch] url`")?;
     let registry = file.registry.open().await?;
-    let rate_limits = config_centre::watch_rate_limits(registry.as_ref())
+    let rate_limits = config_centre::watch_rate_limits(registry.as_ref(), file.rate_limits.clone())
         .await
         .context("watching the config centre's rate_limits document")?;
     let config = WorkerConfig {
