@@ -160,7 +160,8 @@ mod tests {
         let limiter: Arc<dyn Limiter> = Arc::new(InProcessLimiter::new());
         let pool = |spec| ScopedRateLimit { scope: "pool:warehouse".into(), spec: RateLimitSpec::fixed(spec) };
         // Two jobs, each allowed 100,000 a second, in a pool allowed 1,000.
-        let first = Throttle::new(&[ScopedRateLimit::job("a", per_second(100_000)), pool(per_second(1_000))], limiter.clone());
+        let first =
+            Throttle::new(&[ScopedRateLimit::job("a", per_second(100_000)), pool(per_second(1_000))], limiter.clone());
         let second = Throttle::new(&[ScopedRateLimit::job("b", per_second(100_000)), pool(per_second(1_000))], limiter);
         let start = Instant::now();
         // one second of the pool's burst between them, then 500 more at 1,000 a second

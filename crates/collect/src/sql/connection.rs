@@ -190,7 +190,10 @@ mod tests {
         assert_eq!(url.dialect, Dialect::MySql);
         assert_eq!(url.description(), "mysql://127.0.0.1:3307/test");
         assert_eq!(ConnectionUrl::parse("sqlite::memory:").unwrap().description(), "sqlite://:memory:");
-        assert_eq!(ConnectionUrl::parse("postgres://me:s3cr3t@db.local/sales").unwrap().endpoint().unwrap(), "db.local:5432");
+        assert_eq!(
+            ConnectionUrl::parse("postgres://me:s3cr3t@db.local/sales").unwrap().endpoint().unwrap(),
+            "db.local:5432"
+        );
         assert_eq!(ConnectionUrl::parse("sqlite:///tmp/a.db").unwrap().endpoint(), None);
         assert_eq!(ConnectionUrl::parse("sqlite:///tmp/a.db?mode=rwc").unwrap().description(), "sqlite:///tmp/a.db");
     }

@@ -32,15 +32,15 @@ pub(crate) fn run_rate_limits(
     job_file: RateLimitSpec,
 ) -> Vec<ScopedRateLimit> {
     let none = RateLimitSpec::default();
-    let mut scopes = vec![
-        ("global".to_string(), none),
-        (format!("pool:{pool}"), none),
-        (ScopedRateLimit::job_scope(job), job_file),
-    ];
+    let mut scopes =
+        vec![("global".to_string(), none), (format!("pool:{pool}"), none), (ScopedRateLimit::job_scope(job), job_file)];
     scopes.extend(endpoint.map(|endpoint| (format!("endpoint:{endpoint}"), none)));
     scopes
         .into_iter()
-        .map(|(scope, default)| ScopedRateLimit { spec: follow_scope(overrides.clone(), scope.clone(), default), scope })
+        .map(|(scope, default)| ScopedRateLimit {
+            spec: follow_scope(overrides.clone(), scope.clone(), default),
+            scope,
+        })
         .collect()
 }
 
@@ -88,7 +88,10 @@ mod tests {
         assert_eq!(in_force("job:other"), records_per_second(100));
         assert_eq!(in_force("pool:api"), records_per_second(9));
         assert_eq!(in_force("pool:orders"), records_per_second(100));
-        assert_eq!(rate_limit_in_force(&BTreeMap::new(), "job:orders", records_per_second(100)), records_per_second(100));
+        assert_eq!(
+            rate_limit_in_force(&BTreeMap::new(), "job:orders", records_per_second(100)),
+            records_per_second(100)
+        );
     }
 
     #[test]
