@@ -7,8 +7,10 @@
 //! `HAUL_TEST_POSTGRES_URL` and `HAUL_TEST_MYSQL_URL` variables point
 //! elsewhere (a URL of a database the user may create databases from).
 //!
-//! Tests that stop a broker run a [`PrivateRabbitMq`] node of their own.
+//! Tests that stop a broker run a [`PrivateRabbitMq`] node of their own;
+//! tests that stop their database, a [`PrivatePostgres`] server.
 
+mod private_postgres;
 mod private_rabbitmq;
 
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use sqlx::{AssertSqlSafe, Connection, Executor};
 
 use crate::store::{self, Store};
 
+pub use private_postgres::PrivatePostgres;
 pub use private_rabbitmq::PrivateRabbitMq;
 
 const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
