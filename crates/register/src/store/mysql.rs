@@ -11,13 +11,9 @@
 //! come from `NOW(3)` in the session's UTC time zone.
 
 use sqlx::Executor;
-use sqlx::mysql::MySqlPoolOptions;
 
 use super::Error;
-use super::sql::{Dialect, SqlStore, embedded_migrations};
-
-/// Connections of the store's pool.
-const CONNECTIONS: u32 = 10;
+use super::sql::{Dialect, SqlStore, embedded_migrations, server_pool_options};
 
 /// MySQL's and MariaDB's SQL.
 #[derive(Debug)]
@@ -55,8 +51,7 @@ impl SqlStore<MySqlDialect> {
     /// Connects to the database at `url` (`mysql://user@host:port/database`,
     /// or `mariadb://…`) and applies pending migrations.
     pub async fn connect(url: &str) -> Result<Self, Error> {
-        let pool = MySqlPoolOptions::new()
-            .max_connections(CONNECTIONS)
+        let pool = server_pool_options::<sqlx::MySql>()
             .after_connect(|connection, _| {
                 Box::pin(async move {
                     connection.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED").await?;

@@ -9,13 +9,8 @@
 //! `FOR SHARE` on its run, so it never races a pause. Times come from
 //! `clock_timestamp()`, the server's clock as the statement runs.
 
-use sqlx::postgres::PgPoolOptions;
-
 use super::Error;
-use super::sql::{Dialect, SqlStore, embedded_migrations};
-
-/// Connections of the store's pool.
-const CONNECTIONS: u32 = 10;
+use super::sql::{Dialect, SqlStore, embedded_migrations, server_pool_options};
 
 /// PostgreSQL's SQL.
 #[derive(Debug)]
@@ -53,7 +48,7 @@ impl SqlStore<PostgresDialect> {
     /// Connects to the database at `url` (`postgres://user@host:port/database`)
     /// and applies pending migrations.
     pub async fn connect(url: &str) -> Result<Self, Error> {
-        let pool = PgPoolOptions::new().max_connections(CONNECTIONS).connect(url).await?;
+        let pool = server_pool_options::<sqlx::Postgres>().connect(url).await?;
         PostgresDialect::migrator().run(&pool).await?;
         tracing::debug!("opened postgres store");
         Ok(SqlStore::new(pool.clone(), pool))

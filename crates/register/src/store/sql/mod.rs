@@ -30,6 +30,7 @@ use std::marker::PhantomData;
 use haul_collect_core::plugin::Plan;
 use haul_collect_core::progress::ShardCounters;
 use haul_collect_core::runtime::ResumePoint;
+use sqlx::pool::PoolOptions;
 use sqlx::{AssertSqlSafe, Database, Pool};
 
 pub use codec::Columns;
@@ -130,6 +131,26 @@ impl<D: Dialect> Clone for SqlStore<D> {
         SqlStore { writer: self.writer.clone(), reader: self.reader.clone(), dialect: PhantomData }
     }
 }
+
+/// The connection pool of a server database, made to ride out a restart of
+/// the server: each connection is checked before it is handed out (one that
+/// the restart closed is replaced), and a caller waits at most
+/// [`ACQUIRE_TIMEOUT`] for a connection. While the server is down the pool
+/// keeps trying to connect for that long, ever more slowly but never more
+/// than a fifth of it apart, so it reconnects within half a second of the
+/// server's return; a caller still waiting then gets a transient error
+/// ([`Error::is_transient`]) to retry, and log, on its own terms — the shard
+/// ledger does — rather than hanging unseen.
+pub(super) fn server_pool_options<DB: Database>() -> PoolOptions<DB> {
+    PoolOptions::new().max_connections(SERVER_CONNECTIONS).acquire_timeout(ACQUIRE_TIMEOUT).test_before_acquire(true)
+}
+
+/// Connections of a server database's pool.
+const SERVER_CONNECTIONS: u32 = 10;
+
+/// How long a store operation waits for a pooled connection: ample for a
+/// busy pool (statements take milliseconds), short beside a lease's ttl.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The migrations of a backend from its SQL files, numbered from 1.
 pub(super) fn embedded_migrations(files: &[(&'static str, &'static str)]) -> sqlx::migrate::Migrator {
