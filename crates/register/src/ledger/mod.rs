@@ -1,16 +1,32 @@
 //! The runtime's shard ledger backed by the store: every shard runs under a
 //! lease with a fencing epoch, renewed by a heartbeat while it runs; every
 //! checkpoint is a conditional update on that epoch.
+//!
+//! A short store outage — a database restart — pauses the shards rather
+//! than failing them: claims, renewals, checkpoints and the end of a shard
+//! retry transient errors with backoff ([`outage`]). Under a lease they
+//! retry while the lease may still be live by this process's estimate
+//! ([`lease_clock`]), without one for one ttl; then they fail with a clear
+//! error. Past its expiry another owner may take the shard over, and the
+//! epoch fences this one off, so giving up then is correct.
+
+mod lease_clock;
+mod outage;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::{Lease, ShardRecord, ShardState, Store};
+use crate::{Error, Lease, ShardRecord, ShardState, Store};
 use anyhow::Context;
 use async_trait::async_trait;
 use haul_collect_core::ShardSpec;
 use haul_collect_core::runtime::{Ledger, ResumePoint, ShardOutcome};
+use tokio::time::Instant;
+
+use lease_clock::LeaseClock;
+use outage::{Deadline, Failure, Operation, Reachability};
 
 /// How often a shard held by someone else is tried again.
 const LEASE_POLL: Duration = Duration::from_millis(500);
@@ -25,19 +41,23 @@ pub struct StoreLedger {
     wait_for_owner: bool,
     /// Whether every commit first renews the lease (see [`StoreLedger::fence_commits`]).
     fence_commits: bool,
+    reachability: Arc<Reachability>,
     held: Mutex<HashMap<String, HeldLease>>,
 }
 
 struct HeldLease {
     lease: Lease,
+    clock: Arc<LeaseClock>,
     heartbeat: tokio::task::JoinHandle<()>,
 }
 
 impl StoreLedger {
     pub fn new(store: Arc<dyn Store>, run_id: impl Into<String>, owner: impl Into<String>, ttl: Duration) -> Self {
+        let run_id = run_id.into();
         StoreLedger {
             store,
-            run_id: run_id.into(),
+            reachability: Arc::new(Reachability::new(&run_id)),
+            run_id,
             owner: owner.into(),
             ttl,
             wait_for_owner: true,
@@ -65,31 +85,63 @@ impl StoreLedger {
         self
     }
 
-    fn lease(&self, shard: &ShardSpec) -> anyhow::Result<Lease> {
+    fn lease(&self, shard: &ShardSpec) -> anyhow::Result<(Lease, Arc<LeaseClock>)> {
         let held = self.held.lock().map_err(|_| anyhow::anyhow!("lease table poisoned"))?;
-        held.get(&shard.id).map(|h| h.lease.clone()).with_context(|| format!("shard {} is not leased here", shard.id))
+        held.get(&shard.id)
+            .map(|h| (h.lease.clone(), h.clock.clone()))
+            .with_context(|| format!("shard {} is not leased here", shard.id))
+    }
+
+    /// Runs an operation that holds no lease, riding out an outage of up to one ttl.
+    async fn unleased<T, Attempt>(
+        &self,
+        operation: Operation,
+        shard: &ShardSpec,
+        attempt: impl FnMut() -> Attempt,
+    ) -> anyhow::Result<T>
+    where
+        Attempt: Future<Output = Result<T, Error>>,
+    {
+        let deadline = Instant::now() + self.ttl;
+        self.reachability
+            .retry(operation, &shard.id, Deadline::Wait(self.ttl), || deadline, attempt)
+            .await
+            .map_err(Failure::into_anyhow)
+    }
+
+    /// A claim of the shard, with the instant its request was sent.
+    async fn claim(&self, shard: &ShardSpec) -> anyhow::Result<Option<(Lease, ResumePoint, Instant)>> {
+        self.unleased(Operation::Claim, shard, || async {
+            let sent = Instant::now();
+            let claimed = self.store.claim_shard(&self.run_id, &shard.id, &self.owner, self.ttl).await?;
+            Ok(claimed.map(|(lease, resume)| (lease, resume, sent)))
+        })
+        .await
     }
 
     async fn record(&self, shard: &ShardSpec) -> anyhow::Result<ShardRecord> {
-        self.store.shard(&self.run_id, &shard.id).await.with_context(|| format!("shard {} is not in the run", shard.id))
+        self.unleased(Operation::Read, shard, || self.store.shard(&self.run_id, &shard.id))
+            .await
+            .with_context(|| format!("shard {} is not in the run", shard.id))
     }
 
-    fn heartbeat(&self, lease: Lease) -> tokio::task::JoinHandle<()> {
+    /// Renews the lease every third of the ttl until it is aborted, riding
+    /// out outages while the lease may be live; gives up (logged, counted)
+    /// when the lease is lost or may have run out.
+    fn heartbeat(&self, lease: Lease, clock: Arc<LeaseClock>) -> tokio::task::JoinHandle<()> {
         let store = self.store.clone();
+        let reachability = self.reachability.clone();
         let ttl = self.ttl;
         tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(ttl / 3);
-            ticks.tick().await;
             loop {
-                ticks.tick().await;
-                let renewed = store.renew_lease(&lease, ttl).await;
+                tokio::time::sleep(ttl / 3).await;
+                let renewed = renew(store.as_ref(), &reachability, &lease, &clock, ttl).await;
                 metrics::counter!("haul_lease_renewals_total", "outcome" => if renewed.is_ok() { "renewed" } else { "failed" })
                     .increment(1);
-                if let Err(error) = renewed {
-                    tracing::warn!(shard = %lease.shard_id, error = %error, "lease renewal failed");
-                    if matches!(error, crate::Error::LeaseLost { .. }) {
-                        return;
-                    }
+                if let Err(failure) = renewed {
+                    let error = failure.into_anyhow();
+                    tracing::warn!(shard = %lease.shard_id, error = %format!("{error:#}"), "lease renewal failed, no longer renewing");
+                    return;
                 }
             }
         })
@@ -102,6 +154,38 @@ impl StoreLedger {
             held.heartbeat.abort();
         }
     }
+
+    /// Whether the shard ended in `state` under `lease`: an attempt to end it
+    /// that seemed to fail, its connection broken, was applied after all.
+    async fn ended_under(&self, lease: &Lease, state: ShardState) -> bool {
+        let record = self.store.shard(&lease.run_id, &lease.shard_id).await;
+        record.is_ok_and(|record| record.epoch == lease.epoch && record.state == state)
+    }
+}
+
+/// Extends `lease` to `ttl` from now, retrying through an outage while it may
+/// be live, and moves its clock on.
+async fn renew(
+    store: &dyn Store,
+    reachability: &Reachability,
+    lease: &Lease,
+    clock: &LeaseClock,
+    ttl: Duration,
+) -> Result<(), Failure> {
+    let sent = reachability
+        .retry(
+            Operation::Renew,
+            &lease.shard_id,
+            Deadline::Lease,
+            || clock.expires(),
+            || async {
+                let sent = Instant::now();
+                store.renew_lease(lease, ttl).await.map(|()| sent)
+            },
+        )
+        .await?;
+    clock.renewed(sent);
+    Ok(())
 }
 
 impl Drop for StoreLedger {
@@ -119,8 +203,8 @@ impl Ledger for StoreLedger {
     /// runs out within the ttl), unless built [`StoreLedger::only_free_shards`];
     /// gives up on a finished shard.
     async fn acquire(&self, shard: &ShardSpec) -> anyhow::Result<Option<ResumePoint>> {
-        let (lease, resume) = loop {
-            if let Some(claimed) = self.store.claim_shard(&self.run_id, &shard.id, &self.owner, self.ttl).await? {
+        let (lease, resume, sent) = loop {
+            if let Some(claimed) = self.claim(shard).await? {
                 break claimed;
             }
             let record = self.record(shard).await?;
@@ -130,38 +214,76 @@ impl Ledger for StoreLedger {
             tracing::info!(shard = %shard.id, owner = ?record.owner, "waiting for another owner's lease to expire");
             tokio::time::sleep(LEASE_POLL).await;
         };
-        let heartbeat = self.heartbeat(lease.clone());
+        let clock = Arc::new(LeaseClock::claimed(sent, self.ttl));
+        let heartbeat = self.heartbeat(lease.clone(), clock.clone());
         if let Ok(mut held) = self.held.lock() {
-            held.insert(shard.id.clone(), HeldLease { lease, heartbeat });
+            held.insert(shard.id.clone(), HeldLease { lease, clock, heartbeat });
         }
         Ok(Some(resume))
     }
 
+    /// Saves the checkpoint, retrying through an outage while the lease may be live.
     async fn checkpoint(&self, shard: &ShardSpec, resume: &ResumePoint) -> anyhow::Result<()> {
-        let lease = self.lease(shard)?;
+        let (lease, clock) = self.lease(shard)?;
         let checkpoint = resume.checkpoint.as_ref().context("a checkpoint without a position")?;
-        self.store.save_checkpoint(&lease, resume.sequence, checkpoint, &resume.counters).await?;
-        Ok(())
+        self.reachability
+            .retry(
+                Operation::Checkpoint,
+                &shard.id,
+                Deadline::Lease,
+                || clock.expires(),
+                || self.store.save_checkpoint(&lease, resume.sequence, checkpoint, &resume.counters),
+            )
+            .await
+            .map_err(Failure::into_anyhow)
     }
 
+    /// Renews the lease before a commit when built [`StoreLedger::fence_commits`],
+    /// retrying through an outage while the lease may be live.
     async fn fence(&self, shard: &ShardSpec) -> anyhow::Result<()> {
         if self.fence_commits {
-            self.store.renew_lease(&self.lease(shard)?, self.ttl).await?;
+            let (lease, clock) = self.lease(shard)?;
+            renew(self.store.as_ref(), &self.reachability, &lease, &clock, self.ttl)
+                .await
+                .map_err(Failure::into_anyhow)?;
         }
         Ok(())
     }
 
+    /// Ends the shard, retrying through an outage while the lease may be
+    /// live; an end that was applied before its answer was lost counts as done.
     async fn finish(&self, shard: &ShardSpec, outcome: &ShardOutcome, reached: &ResumePoint) -> anyhow::Result<()> {
-        let lease = self.lease(shard)?;
+        let (lease, clock) = self.lease(shard)?;
         self.forget(shard);
-        match outcome {
-            ShardOutcome::Succeeded => self.store.finish_shard(&lease, ShardState::Succeeded, reached, None).await?,
-            ShardOutcome::Failed(error) => {
-                self.store.finish_shard(&lease, ShardState::Failed, reached, Some(error)).await?
+        let (operation, state, error) = match outcome {
+            ShardOutcome::Succeeded => (Operation::Finish, ShardState::Succeeded, None),
+            ShardOutcome::Failed(error) => (Operation::Finish, ShardState::Failed, Some(error.as_str())),
+            ShardOutcome::Released => (Operation::Release, ShardState::Pending, None),
+        };
+        let ended = self
+            .reachability
+            .retry(
+                operation,
+                &shard.id,
+                Deadline::Lease,
+                || clock.expires(),
+                || async {
+                    match operation {
+                        Operation::Release => self.store.release_shard(&lease, reached).await,
+                        _ => self.store.finish_shard(&lease, state, reached, error).await,
+                    }
+                },
+            )
+            .await;
+        match ended {
+            Ok(()) => Ok(()),
+            Err(Failure::Definite { error: Error::LeaseLost { .. }, retried: true })
+                if self.ended_under(&lease, state).await =>
+            {
+                Ok(())
             }
-            ShardOutcome::Released => self.store.release_shard(&lease, reached).await?,
+            Err(failure) => Err(failure.into_anyhow()),
         }
-        Ok(())
     }
 }
 
@@ -213,7 +335,7 @@ mod tests {
         assert!(contender.is_err(), "a live lease was taken over");
 
         // The first owner dies: its lease runs out and the second resumes where it stopped.
-        let first_lease = first.lease(&shard).unwrap();
+        let (first_lease, _) = first.lease(&shard).unwrap();
         drop(first);
         let resumed = tokio::time::timeout(ttl * 4, second.acquire(&shard)).await.unwrap().unwrap();
         assert_eq!(resumed, Some(saved.clone()));
