@@ -1,4 +1,4 @@
-//! What the Redis tests share: options isolated under a unique key prefix,
+//! What the tests share: Redis options isolated under a unique key prefix,
 //! a private `redis-server` a test may stop and restart, and the metrics
 //! this process records.
 
@@ -87,6 +87,12 @@ pub fn metrics() -> &'static PrometheusHandle {
 
 /// The value of the series `name{role="ROLE"}`, if recorded.
 pub fn metric(name: &str, role: &str) -> Option<f64> {
-    let series = format!("{name}{{role=\"{role}\"}} ");
-    metrics().render().lines().find_map(|line| line.strip_prefix(&series).and_then(|value| value.parse().ok()))
+    series(&format!("{name}{{role=\"{role}\"}}"))
+}
+
+/// The value of `series` (a name with its labels as rendered, or a bare
+/// name), if recorded.
+pub fn series(series: &str) -> Option<f64> {
+    let prefix = format!("{series} ");
+    metrics().render().lines().find_map(|line| line.strip_prefix(&prefix).and_then(|value| value.parse().ok()))
 }
