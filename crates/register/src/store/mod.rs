@@ -36,6 +36,7 @@ mod open;
 mod postgres;
 mod sql;
 mod sqlite;
+mod transient;
 
 use std::time::Duration;
 
@@ -87,38 +88,6 @@ impl Error {
     pub(crate) fn lease_lost(lease: &Lease) -> Self {
         Error::LeaseLost { run_id: lease.run_id.clone(), shard_id: lease.shard_id.clone(), epoch: lease.epoch }
     }
-
-    /// Whether the same operation may succeed if tried again, unchanged: the
-    /// database could not be reached or is restarting (connection refused or
-    /// reset, a pool that waited in vain for a connection, "the database
-    /// system is shutting down" or "starting up", a session ended by the
-    /// administrator), or it gave up the transaction on a conflict (deadlock,
-    /// serialization failure). Every other error is a definite answer —
-    /// [`Error::LeaseLost`], [`Error::NotFound`], [`Error::IllegalTransition`],
-    /// a constraint violation, a corrupt row — that trying again would repeat.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            Error::Database(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut) => true,
-            Error::Database(sqlx::Error::Database(error)) => error.code().is_some_and(|code| transient_sqlstate(&code)),
-            _ => false,
-        }
-    }
-}
-
-/// SQLSTATEs (PostgreSQL's, and MySQL's and MariaDB's where they have one)
-/// of failures that trying again may get past.
-fn transient_sqlstate(code: &str) -> bool {
-    const CODES: [&str; 7] = [
-        "40001", // serialization failure; a deadlock on MySQL and MariaDB
-        "40P01", // deadlock detected
-        "53300", // too many connections
-        "57P01", // admin shutdown: the server is stopping and ended the session
-        "57P02", // crash shutdown: another server process crashed
-        "57P03", // cannot connect now: the database system is starting up or shutting down
-        "70100", // MariaDB: the connection or query was killed
-    ];
-    // Class 08: connection exceptions (MySQL's 08S01 "server shutdown in progress" among them).
-    code.starts_with("08") || CODES.contains(&code)
 }
 
 /// Jobs' state, runs and the shard ledger. See the module documentation for
@@ -267,44 +236,4 @@ pub trait Store: Send + Sync {
     /// transaction, so that it reads back identical records;
     /// [`Error::NotEmpty`] if this store holds any row already.
     async fn import(&self, snapshot: &Snapshot) -> Result<(), Error>;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use sqlx::{Connection, Executor};
-
-    #[tokio::test]
-    async fn a_refused_connection_is_transient() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let refused = sqlx::PgConnection::connect(&format!("postgres://postgres@127.0.0.1:{port}/haul")).await;
-        let error = Error::from(refused.expect_err("nothing listens on the port"));
-        assert!(
-            matches!(&error, Error::Database(sqlx::Error::Io(io)) if io.kind() == std::io::ErrorKind::ConnectionRefused)
-        );
-        assert!(error.is_transient(), "{error}");
-        assert!(Error::Database(sqlx::Error::PoolTimedOut).is_transient());
-    }
-
-    #[tokio::test]
-    async fn definite_answers_are_not_transient() {
-        let lost = Error::LeaseLost { run_id: "r".into(), shard_id: "s0".into(), epoch: 3 };
-        assert!(!lost.is_transient(), "{lost}");
-        assert!(!Error::NotFound { what: "run r".into() }.is_transient());
-        assert!(!Error::IllegalTransition { from: "succeeded".into(), to: "running".into() }.is_transient());
-        let mut connection = sqlx::SqliteConnection::connect("sqlite::memory:").await.unwrap();
-        let syntax = Error::from(connection.execute("SELEC 1").await.unwrap_err());
-        assert!(matches!(syntax, Error::Database(sqlx::Error::Database(_))), "{syntax}");
-        assert!(!syntax.is_transient(), "{syntax}");
-    }
-
-    #[test]
-    fn restarting_servers_and_conflicts_are_transient_by_sqlstate() {
-        for code in ["08006", "08S01", "57P01", "57P03", "40001", "40P01"] {
-            assert!(transient_sqlstate(code), "{code}");
-        }
-        for code in ["23505", "42601", "42P01", "HY000"] {
-            assert!(!transient_sqlstate(code), "{code}");
-        }
-    }
 }
