@@ -122,7 +122,7 @@ impl StoreLedger {
     async fn record(&self, shard: &ShardSpec) -> anyhow::Result<ShardRecord> {
         self.unleased(Operation::Read, shard, || self.store.shard(&self.run_id, &shard.id))
             .await
-            .with_context(|| format!("shard {} is not in the run", shard.id))
+            .with_context(|| format!("reading shard {} of run {}", shard.id, self.run_id))
     }
 
     /// Renews the lease every third of the ttl until it is aborted, riding
