@@ -135,7 +135,10 @@ impl Reachability {
     /// Runs `operation` until the store answers it, retrying transient
     /// errors with backoff while `deadline_at()` (asked again before each
     /// attempt, as a renewal may push it back) has not passed; an attempt
-    /// still waiting at the deadline is abandoned.
+    /// still waiting at the deadline is abandoned. The first attempt is made
+    /// even past the deadline, unbounded: the estimate is conservative, and
+    /// the store judges the lease (a process that was frozen past it learns
+    /// it lost the lease, [`Error::LeaseLost`]).
     pub(super) async fn retry<T, Attempts, Attempt>(
         &self,
         operation: Operation,
@@ -151,17 +154,23 @@ impl Reachability {
         let mut delays = BACKOFF.delays();
         let mut retried = false;
         loop {
-            let error = match tokio::time::timeout_at(deadline_at(), attempt()).await {
-                Ok(Ok(value)) => {
+            let until = deadline_at();
+            let answer = if Instant::now() < until {
+                tokio::time::timeout_at(until, attempt()).await.ok()
+            } else {
+                Some(attempt().await)
+            };
+            let error = match answer {
+                Some(Ok(value)) => {
                     self.answered();
                     return Ok(value);
                 }
-                Ok(Err(error)) if error.is_transient() => error,
-                Ok(Err(error)) => {
+                Some(Err(error)) if error.is_transient() => error,
+                Some(Err(error)) => {
                     self.answered();
                     return Err(Failure::Definite { error, retried });
                 }
-                Err(_) => return Err(self.outlasted(operation, shard_id, deadline, None)),
+                None => return Err(self.outlasted(operation, shard_id, deadline, None)),
             };
             self.unreachable(operation, shard_id, &error);
             let wake = Instant::now() + delays.next().unwrap_or(BACKOFF.max_backoff.0);
@@ -287,5 +296,35 @@ mod tests {
         assert!(Instant::now() >= deadline);
         let message = format!("{:#}", answer.unwrap_err().into_anyhow());
         assert_eq!(message, "the store stayed unreachable while claiming shard s0 until 300ms had passed");
+    }
+
+    #[tokio::test]
+    async fn a_deadline_already_passed_still_lets_the_store_judge_once() {
+        let reachability = Reachability::new("r");
+        let passed = Instant::now() - Duration::from_secs(1);
+        let attempts = AtomicUsize::new(0);
+        let answer = reachability
+            .retry(
+                Operation::Renew,
+                "s0",
+                Deadline::Lease,
+                || passed,
+                || async {
+                    attempts.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Err::<(), _>(Error::LeaseLost { run_id: "r".into(), shard_id: "s0".into(), epoch: 1 })
+                },
+            )
+            .await;
+        assert!(
+            matches!(answer, Err(Failure::Definite { error: Error::LeaseLost { .. }, retried: false })),
+            "{answer:?}"
+        );
+
+        let answer = reachability
+            .retry(Operation::Renew, "s0", Deadline::Lease, || passed, || async { Err::<(), _>(refused()) })
+            .await;
+        assert!(matches!(answer, Err(Failure::Outlasted(_))), "{answer:?}");
+        assert_eq!(attempts.load(Ordering::SeqCst), 1);
     }
 }
