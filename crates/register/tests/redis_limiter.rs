@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use haul_register::limiter::{Admission, Error, Limit, Limiter, LimiterOptions, RedisLimiter};
-use support::{PrivateRedis, SHARED_REDIS, connect, isolated_options, metric};
+use haul_register::testing::PrivateRedis;
+use support::{SHARED_REDIS, connect, isolated_options, metric};
 
 fn limit(per_second: u32, burst: u32) -> Limit {
     Limit::per_second(NonZeroU32::new(per_second).unwrap()).with_burst(NonZeroU32::new(burst).unwrap())

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use haul_register::seen::{RedisSeenSet, SeenSet, SeenSetOptions};
-use support::{PrivateRedis, SHARED_REDIS, connect, isolated_options, metric};
+use haul_register::testing::PrivateRedis;
+use support::{SHARED_REDIS, connect, isolated_options, metric};
 
 fn seen_set(url: &str, options: &SeenSetOptions) -> Arc<RedisSeenSet> {
     Arc::new(RedisSeenSet::new(redis::Client::open(url).unwrap(), options).unwrap())

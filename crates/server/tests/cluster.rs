@@ -1,7 +1,9 @@
 //! The distributed mode with real processes on the services of 127.0.0.1:
 //! `haul server`s electing a leader in ZooKeeper, `haul worker`s taking
 //! shards from RabbitMQ under leases in MariaDB, rate limits in Redis — and
-//! what becomes of a run when a worker or the leader is killed or frozen.
+//! what becomes of a run when a worker or the leader is killed or frozen, a
+//! worker is stopped (SIGTERM), or RabbitMQ or Redis (private instances of
+//! the test's own) go away mid-run.
 
 mod common {
     pub mod cluster;
@@ -10,18 +12,29 @@ mod common {
 
 use std::time::Duration;
 
-use common::cluster::{Cluster, LEASE_TTL, SESSION_TIMEOUT, eventually, slow_files_job};
+use common::cluster::{
+    Cluster, EXPECTED_WORKERS, LEASE_TTL, SESSION_TIMEOUT, SHUTDOWN_GRACE, Services, eventually, slow_files_job,
+};
 use common::server::{Server, csv, output_ids};
-use haul_register::testing::Backend;
+use haul_register::testing::{Backend, PrivateRabbitMq, PrivateRedis, TestDatabase};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-/// Four files of 300 records each, to be copied at 200 records per second.
-fn four_files(cluster: &Cluster, name: &str) -> String {
-    for file in 0..4u64 {
-        cluster.write(&format!("in/{name}/part-{file}.csv"), &csv(file * 300 + 1, 300));
+/// The rate limit of the jobs, in records per second, shared by every worker.
+const RECORDS_PER_SECOND: u32 = 200;
+
+/// `files` files of `records` records each (ids from 1 on), to be copied at
+/// [`RECORDS_PER_SECOND`]; returns the job.
+fn input_files(cluster: &Cluster, name: &str, files: u64, records: u64) -> String {
+    for file in 0..files {
+        cluster.write(&format!("in/{name}/part-{file:02}.csv"), &csv(file * records + 1, records));
     }
-    slow_files_job(&cluster.path(""), name, 200)
+    slow_files_job(&cluster.path(""), name, RECORDS_PER_SECOND)
+}
+
+/// Four files of 300 records each.
+fn four_files(cluster: &Cluster, name: &str) -> String {
+    input_files(cluster, name, 4, 300)
 }
 
 async fn shards(server: &Server, run_id: &str) -> Vec<Value> {
@@ -158,4 +171,143 @@ async fn kill_the_leader(cluster: &Cluster) {
 async fn succeeded_runs(server: &Server, job: &str) -> usize {
     let (_, runs) = server.get(&format!("/api/v1/runs?job={job}&state=succeeded&limit=1000")).await;
     runs.as_array().map_or(0, Vec::len)
+}
+
+/// A run's records in its sink as of the shards' last checkpoints.
+async fn committed_records(server: &Server, run_id: &str) -> u64 {
+    shards(server, run_id).await.iter().map(|shard| shard["counters"]["records_written"].as_u64().unwrap()).sum()
+}
+
+#[tokio::test]
+async fn a_broker_restart_mid_run_loses_no_shard_and_leaves_none_stuck() {
+    let mut broker = PrivateRabbitMq::start().await;
+    let database = TestDatabase::create(Backend::MariaDb).await;
+    let services = Services { amqp: broker.url(), ..Services::shared(database.url()) };
+    restart_the_broker(&Cluster::with_services(database, services), &mut broker).await;
+}
+
+async fn restart_the_broker(cluster: &Cluster, broker: &mut PrivateRabbitMq) {
+    let server = cluster.server("server", 0);
+    let one = cluster.worker("one", 2, &["default"]);
+    let two = cluster.worker("two", 2, &["default"]);
+    // Twelve shards for four slots: the leader offers eight at first (the
+    // slots times the dispatch depth) and the rest as shards finish, across
+    // the restart.
+    server.apply(&input_files(cluster, "copy", 12, 100)).await;
+    let run_id = server.trigger("copy").await;
+    eventually("a shard checkpointed", Duration::from_secs(30), async || committed_records(&server, &run_id).await > 0)
+        .await;
+
+    broker.restart().await;
+    // Shards that never ran are left: they can only come through the restarted broker.
+    let never_ran = shards(&server, &run_id).await.iter().filter(|shard| shard["epoch"] == 0).count();
+    assert!(never_ran > 0, "every shard was claimed before the broker came back");
+
+    let detail = server.wait_for_run(&run_id, &["succeeded", "failed"]).await;
+    assert_eq!(detail["state"], "succeeded", "{detail}\n{}\n{}", one.logs(), two.logs());
+    assert_eq!(output_ids(&cluster.path("out/copy")), (1..=1200).collect::<Vec<u64>>());
+}
+
+#[tokio::test]
+async fn a_redis_outage_mid_run_leaves_the_run_going_under_local_limits() {
+    let mut redis = PrivateRedis::start();
+    let database = TestDatabase::create(Backend::MariaDb).await;
+    let services = Services { redis: redis.url(), ..Services::shared(database.url()) };
+    stop_redis(&Cluster::with_services(database, services), &mut redis).await;
+}
+
+async fn stop_redis(cluster: &Cluster, redis: &mut PrivateRedis) {
+    let server = cluster.server("server", 0);
+    let workers = [cluster.worker("one", 2, &["default"]), cluster.worker("two", 2, &["default"])];
+    server.apply(&four_files(cluster, "copy")).await;
+    let run_id = server.trigger("copy").await;
+    eventually("both workers checkpointed a shard", Duration::from_secs(30), async || {
+        checkpointed_shard_of(&server, &run_id, "one").await.is_some()
+            && checkpointed_shard_of(&server, &run_id, "two").await.is_some()
+    })
+    .await;
+
+    redis.stop();
+    let stopped = std::time::Instant::now();
+    let before = committed_records(&server, &run_id).await;
+    let detail = server.wait_for_run(&run_id, &["succeeded", "failed"]).await;
+    let elapsed = stopped.elapsed().as_secs_f64();
+    assert_eq!(detail["state"], "succeeded", "{detail}");
+    assert_eq!(output_ids(&cluster.path("out/copy")), (1..=1200).collect::<Vec<u64>>());
+    for worker in &workers {
+        let logs = worker.logs();
+        assert!(
+            logs.contains("redis unreachable, falling back to local state until it answers"),
+            "worker {} did not fall back:\n{logs}",
+            worker.name
+        );
+    }
+    // Each worker took at most its share of the limit (and of its burst):
+    // the run was paced, though by local limits.
+    let share = f64::from(RECORDS_PER_SECOND) / f64::from(EXPECTED_WORKERS);
+    let workers = workers.len() as f64;
+    // What each of the four shards wrote before the stop but committed after:
+    // a batch, and a checkpoint interval (100 ms) at the shared rate.
+    let in_flight = 4.0 * (10.0 + 0.1 * f64::from(RECORDS_PER_SECOND));
+    let ceiling = workers * share * (elapsed + 1.0) + in_flight;
+    let after = (1200 - before) as f64;
+    assert!(
+        after <= ceiling,
+        "{after} records in the {elapsed:.1}s after redis stopped; local limits allow {ceiling:.0}"
+    );
+}
+
+#[tokio::test]
+async fn a_worker_sent_sigterm_mid_shard_drains_and_another_worker_resumes_its_shard() {
+    drain_a_worker(&Cluster::new(Backend::MariaDb).await).await;
+}
+
+async fn drain_a_worker(cluster: &Cluster) {
+    let server = cluster.server("server", 0);
+    let mut draining = cluster.worker("draining", 2, &["default"]);
+    server.apply(&four_files(cluster, "copy")).await;
+    let run_id = server.trigger("copy").await;
+    let mut victim = None;
+    eventually("a shard checkpointed on the worker to stop", Duration::from_secs(30), async || {
+        victim = checkpointed_shard_of(&server, &run_id, "draining").await;
+        victim.is_some()
+    })
+    .await;
+    let victim = victim.unwrap();
+    // The successor takes the two shards left in the queue and keeps two
+    // slots free for what the stopped worker gives back.
+    let successor = cluster.worker("successor", 4, &["default"]);
+
+    let signalled = std::time::Instant::now();
+    draining.signal(Signal::SIGTERM);
+    let status = draining.wait_exit(SHUTDOWN_GRACE);
+    let drained_in = signalled.elapsed();
+    assert!(status.success(), "{status}:\n{}", draining.logs());
+    assert!(!draining.logs().contains("did not stop within"), "{}", draining.logs());
+
+    let detail = server.wait_for_run(&run_id, &["succeeded", "failed"]).await;
+    assert_eq!(detail["state"], "succeeded", "{detail}\n{}", successor.logs());
+    // Released (back to pending) by the stopped worker, then claimed by the successor.
+    let victim_id = victim["id"].as_str().unwrap();
+    let history: Vec<String> = detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| event["shard_id"] == victim_id)
+        .map(|event| format!("{}: {}", event["kind"].as_str().unwrap(), event["reason"].as_str().unwrap()))
+        .collect();
+    let released = history.iter().position(|event| event == "pending: released by draining");
+    let claimed = history.iter().position(|event| event.starts_with("running: claimed by successor"));
+    assert!(
+        matches!((released, claimed), (Some(released), Some(claimed)) if released < claimed),
+        "shard {victim_id} after SIGTERM at {drained_in:?}: {history:?}"
+    );
+    let resumed = detail["shards"].as_array().unwrap().iter().find(|shard| shard["id"] == victim_id).unwrap();
+    assert_eq!(resumed["owner"], "successor", "{resumed}");
+    assert!(resumed["epoch"].as_u64() > victim["epoch"].as_u64(), "{resumed} after {victim}");
+    // Resumed from the checkpoint: the counters carried over add up to the
+    // file once (a shard read again from the start would count its first
+    // records twice).
+    assert_eq!(resumed["counters"]["records_read"], 300, "{resumed}");
+    assert_eq!(output_ids(&cluster.path("out/copy")), (1..=1200).collect::<Vec<u64>>());
 }

@@ -8,10 +8,12 @@
 //! elsewhere (a URL of a database the user may create databases from).
 //!
 //! Tests that stop a broker run a [`PrivateRabbitMq`] node of their own;
-//! tests that stop their database, a [`PrivatePostgres`] server.
+//! tests that stop their database, a [`PrivatePostgres`] server; tests that
+//! stop Redis, a [`PrivateRedis`].
 
 mod private_postgres;
 mod private_rabbitmq;
+mod private_redis;
 
 use std::sync::Arc;
 
@@ -21,6 +23,7 @@ use crate::store::{self, Store};
 
 pub use private_postgres::PrivatePostgres;
 pub use private_rabbitmq::PrivateRabbitMq;
+pub use private_redis::PrivateRedis;
 
 const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const MYSQL_URL: &str = "mysql://root@127.0.0.1:3306/test";

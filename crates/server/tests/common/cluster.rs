@@ -22,12 +22,29 @@ const WORKER_READY: &str = "haul worker ";
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(2);
 /// The lease ttl of every process: how soon a dead worker's shard is offered again.
 pub const LEASE_TTL: Duration = Duration::from_secs(3);
+/// How long a stopping worker waits for its shards to checkpoint and release.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// The processes sharing the rate limits: while Redis is unreachable, each
+/// allows itself this fraction of every limit.
+pub const EXPECTED_WORKERS: u32 = 3;
 
 /// The services a cluster runs on.
 pub struct Services {
     pub store: String,
     pub amqp: String,
     pub redis: String,
+}
+
+impl Services {
+    /// The store at `store`, and the RabbitMQ and Redis of 127.0.0.1; a test
+    /// replaces those it runs privately.
+    pub fn shared(store: &str) -> Services {
+        Services {
+            store: store.to_string(),
+            amqp: "amqp://guest:guest@127.0.0.1:5672/%2f".to_string(),
+            redis: "redis://127.0.0.1:6379/0".to_string(),
+        }
+    }
 }
 
 /// A cluster's shared services and folder; its processes are started by the test.
@@ -50,11 +67,7 @@ impl Cluster {
     /// A cluster on the shared services, its store on `backend`.
     pub async fn new(backend: Backend) -> Cluster {
         let database = TestDatabase::create(backend).await;
-        let services = Services {
-            store: database.url().to_string(),
-            amqp: "amqp://guest:guest@127.0.0.1:5672/%2f".to_string(),
-            redis: "redis://127.0.0.1:6379/0".to_string(),
-        };
+        let services = Services::shared(database.url());
         Cluster::with_services(database, services)
     }
 
@@ -88,7 +101,7 @@ impl Cluster {
         format!(
             "[dispatch]\nurl = \"{amqp}\"\nprefix = \"{prefix}\"\n\n\
              [registry]\nurl = \"zk://{ZOOKEEPER}{chroot}?session_timeout={session}ms\"\n\n\
-             [limiter]\nurl = \"{redis}\"\nprefix = \"{prefix}\"\nexpected_workers = 3\n",
+             [limiter]\nurl = \"{redis}\"\nprefix = \"{prefix}\"\nexpected_workers = {EXPECTED_WORKERS}\n",
             prefix = self.prefix,
             chroot = self.chroot,
         )
@@ -98,8 +111,9 @@ impl Cluster {
     pub fn server(&self, name: &str, slots: usize) -> Server {
         let dir = self.path(name);
         let ttl = LEASE_TTL.as_millis();
+        let grace = SHUTDOWN_GRACE.as_millis();
         let config = format!(
-            "store = \"{}\"\nshutdown_grace = \"10s\"\n\n[scheduler]\ntick = \"200ms\"\nlease_ttl = \"{ttl}ms\"\n\n{}",
+            "store = \"{}\"\nshutdown_grace = \"{grace}ms\"\n\n[scheduler]\ntick = \"200ms\"\nlease_ttl = \"{ttl}ms\"\n\n{}",
             self.services.store,
             self.shared_tables()
         );
@@ -112,11 +126,11 @@ impl Cluster {
     pub fn worker(&self, name: &str, slots: usize, pools: &[&str]) -> WorkerProcess {
         let dir = self.path(name);
         std::fs::create_dir_all(&dir).unwrap();
-        let ttl = LEASE_TTL.as_millis();
+        let (ttl, grace) = (LEASE_TTL.as_millis(), SHUTDOWN_GRACE.as_millis());
         let pools = pools.iter().map(|pool| format!("\"{pool}\"")).collect::<Vec<_>>().join(", ");
         let config = format!(
             "id = \"{name}\"\nstore = \"{}\"\nslots = {slots}\npools = [{pools}]\nlease_ttl = \"{ttl}ms\"\n\
-             state_dir = \"{}\"\nshutdown_grace = \"10s\"\n\n{}",
+             state_dir = \"{}\"\nshutdown_grace = \"{grace}ms\"\n\n{}",
             self.services.store,
             dir.join("state").display(),
             self.shared_tables()
