@@ -111,6 +111,23 @@ pub trait Source: Send + Sync {
         None
     }
 
+    /// Splits what is left of a running shard after `checkpoint` (or all of
+    /// it) in two, for another worker to take a part: returns the descriptor
+    /// the shard keeps and the descriptor of a new shard taking the rest, or
+    /// `None` when it cannot be split (too little left, or a kind of shard
+    /// this source does not split).
+    ///
+    /// Guarantee to keep: reading the kept descriptor from `checkpoint` and
+    /// the new descriptor from its start yields exactly the records reading
+    /// the shard from `checkpoint` would have, each once.
+    async fn split(
+        &self,
+        _shard: &ShardSpec,
+        _checkpoint: Option<&Checkpoint>,
+    ) -> anyhow::Result<Option<(serde_json::Value, serde_json::Value)>> {
+        Ok(None)
+    }
+
     /// An estimate of the records in a shard, for the progress ETA.
     async fn estimate(&self, _shard: &ShardSpec) -> Option<u64> {
         None

@@ -87,6 +87,42 @@ pub async fn assert_resume_yields_rest(
     Ok(all)
 }
 
+/// The guarantee of [`Source::split`]: for every checkpoint of `shard` (and
+/// its start), when the source splits there, reading the kept part from the
+/// checkpoint and the new part from its start yields exactly the records
+/// after the checkpoint, each once (in any order). Returns how many splits
+/// the source made.
+pub async fn assert_split_covers_rest(
+    source: &dyn Source,
+    shard: &crate::ShardSpec,
+    batch_size: usize,
+) -> anyhow::Result<usize> {
+    let full = read_shard(source, shard, None, batch_size).await?;
+    let starts = std::iter::once((0, None)).chain(full.checkpoints.iter().map(|(n, c)| (*n, Some(c.clone()))));
+    let mut splits = 0;
+    for (consumed, checkpoint) in starts {
+        let Some((kept, rest)) = source.split(shard, checkpoint.as_ref()).await? else { continue };
+        splits += 1;
+        let kept = crate::ShardSpec { id: shard.id.clone(), descriptor: kept };
+        let rest = crate::ShardSpec { id: format!("{}.split", shard.id), descriptor: rest };
+        let mut records = read_shard(source, &kept, checkpoint.as_ref(), batch_size).await?.records;
+        let new_records = read_shard(source, &rest, None, batch_size).await?.records;
+        ensure!(!new_records.is_empty(), "shard {}: the new part of a split at {checkpoint:?} is empty", shard.id);
+        records.extend(new_records);
+        sort_json(&mut records);
+        let mut expected = full.records[consumed..].to_vec();
+        sort_json(&mut expected);
+        ensure!(
+            records == expected,
+            "shard {}: split at {checkpoint:?} after {consumed} records, the parts yielded {} records, expected {}",
+            shard.id,
+            records.len(),
+            expected.len()
+        );
+    }
+    Ok(splits)
+}
+
 /// Checks a sink's commit semantics. `batches` are written in order to one
 /// shard; `read_back` returns what the sink holds, as JSON objects, in any order.
 pub async fn assert_sink_commits<F, Fut>(sink: &dyn Sink, batches: &[Batch], read_back: F) -> anyhow::Result<()>

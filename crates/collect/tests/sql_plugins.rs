@@ -10,7 +10,7 @@ use haul_collect::sql::{SqlSinkPlugin, SqlSourcePlugin};
 use haul_collect_core::job::{IncrementalSpec, Mode, RangeBounds};
 use haul_collect_core::registry::{Plugin, PluginRegistry};
 use haul_collect_core::testsuite::{
-    assert_resume_yields_rest, assert_sink_commits, full_context, numbered_batch, read_all,
+    assert_resume_yields_rest, assert_sink_commits, assert_split_covers_rest, full_context, numbered_batch, read_all,
 };
 use haul_collect_core::{Batch, PlanContext, Sink, Source};
 use serde_json::{Value as Json, json};
@@ -157,6 +157,7 @@ on_every_backend!(
     malformed_setups_fail_clearly,
     sink_insert_commits,
     sink_upsert_commits,
+    running_shards_split_into_parts_that_cover_the_rest,
 );
 
 async fn even_split_resumes(backend: Backend) {
@@ -170,6 +171,53 @@ async fn even_split_resumes(backend: Backend) {
     let records = assert_resume_yields_rest(source.as_ref(), &full_context(2), 37).await.unwrap();
     assert_eq!(ids_of(&records), (1..=1000).collect::<Vec<_>>());
     assert_eq!(records[0], json!({"id": 1, "name": "name-1"}));
+    db.drop_tables().await;
+}
+
+/// A shard split at any checkpoint: its kept part from the checkpoint and
+/// the new part read every row left once; a shard with one key left, or of
+/// a string key, is not split.
+async fn running_shards_split_into_parts_that_cover_the_rest(backend: Backend) {
+    let mut db = TestDb::new(backend).await;
+    let sparse: Vec<i64> = (1..=200).chain([5_000, 90_000]).collect();
+    let table = db.numbered("split", sparse.clone()).await;
+    let source = db.source(json!({ "table": table, "shards": 2 }));
+    let plan = source.plan(&full_context(1)).await.unwrap();
+    let mut splits = 0;
+    for shard in &plan.shards {
+        splits += assert_split_covers_rest(source.as_ref(), shard, 23).await.unwrap();
+    }
+    assert!(splits >= 9, "{splits} splits");
+
+    // Split twice, the parts still read every row once.
+    let whole = db.source(json!({ "table": table, "shards": 1 }));
+    let shard = whole.plan(&full_context(1)).await.unwrap().shards.remove(0);
+    let (kept, rest) = whole.split(&shard, None).await.unwrap().unwrap();
+    // The midpoint of the keys 1 to 90000: the rest holds 90000 alone.
+    assert_eq!(rest["span"]["lower"], json!(45_001));
+    let rest_spec = haul_collect_core::ShardSpec { id: "rest".into(), descriptor: rest.clone() };
+    assert_eq!(whole.split(&rest_spec, None).await.unwrap(), None, "one key left");
+    let kept = haul_collect_core::ShardSpec { id: shard.id.clone(), descriptor: kept };
+    let (kept_kept, kept_rest) = whole.split(&kept, None).await.unwrap().unwrap();
+    let mut ids = Vec::new();
+    for descriptor in [kept_kept, kept_rest, rest] {
+        let part = haul_collect_core::ShardSpec { id: "part".into(), descriptor };
+        let read = haul_collect_core::testsuite::read_shard(whole.as_ref(), &part, None, 50).await.unwrap();
+        assert!(!read.records.is_empty());
+        ids.extend(ids_of(&read.records));
+    }
+    ids.sort();
+    assert_eq!(ids, sparse);
+
+    // The last key left cannot be split.
+    let last = haul_collect_core::Checkpoint(json!({ "after": 5_000 }));
+    assert_eq!(whole.split(&shard, Some(&last)).await.unwrap(), None);
+    let strings = db.table("split_text");
+    db.exec(&format!("CREATE TABLE {strings} (code VARCHAR(16) PRIMARY KEY)")).await;
+    db.exec(&format!("INSERT INTO {strings} (code) VALUES ('a'), ('b'), ('c')")).await;
+    let text = db.source(json!({ "table": strings, "shards": 1 }));
+    let shard = text.plan(&full_context(1)).await.unwrap().shards.remove(0);
+    assert_eq!(text.split(&shard, None).await.unwrap(), None);
     db.drop_tables().await;
 }
 

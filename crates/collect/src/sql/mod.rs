@@ -21,6 +21,7 @@ mod planner;
 mod reader;
 mod sink;
 mod source;
+mod split;
 mod statement;
 mod write;
 

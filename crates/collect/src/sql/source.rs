@@ -30,6 +30,7 @@ use super::dialect::Ident;
 use super::plan::MAX_SHARDS;
 use super::planner::{SplitMethod, plan, single_value};
 use super::reader::SqlShardReader;
+use super::split::split_shard;
 use super::statement::Statement;
 
 /// Shards planned per unit of parallelism when `shards` is not set.
@@ -215,6 +216,18 @@ impl Source for SqlSource {
         let reader =
             SqlShardReader::open(self.database().await?, shape, &shard.id, &descriptor, checkpoint, batch_size)?;
         Ok(Box::new(reader))
+    }
+
+    async fn split(
+        &self,
+        shard: &ShardSpec,
+        checkpoint: Option<&Checkpoint>,
+    ) -> anyhow::Result<Option<(serde_json::Value, serde_json::Value)>> {
+        let descriptor = ShardDescriptor::parse(&shard.descriptor).with_context(|| format!("shard {}", shard.id))?;
+        let parts = split_shard(self.database().await?, self.shape().await?, &descriptor, checkpoint)
+            .await
+            .with_context(|| format!("splitting shard {}", shard.id))?;
+        Ok(parts.map(|(kept, rest)| (kept.to_json(), rest.to_json())))
     }
 
     async fn estimate(&self, shard: &ShardSpec) -> Option<u64> {
