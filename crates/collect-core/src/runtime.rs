@@ -118,6 +118,22 @@ pub trait Ledger: Send + Sync {
         Ok(())
     }
 
+    /// Whether the shard was asked to split (a straggler others could help
+    /// with). Asked after every saved checkpoint, so it must be cheap: a
+    /// flag kept in memory. Ledgers that cannot split keep the default.
+    async fn split_requested(&self, _shard: &ShardSpec) -> bool {
+        false
+    }
+
+    /// Splits the owned shard: its descriptor becomes `kept` and `new_shard`
+    /// joins the run for another owner, in one write; clears the request.
+    /// Called right after a saved checkpoint; the runtime then goes on with
+    /// `kept` from that checkpoint. An error fails the shard, as a failed
+    /// checkpoint does.
+    async fn split(&self, shard: &ShardSpec, _kept: &serde_json::Value, _new_shard: &ShardSpec) -> anyhow::Result<()> {
+        anyhow::bail!("shard {} cannot split: this ledger has no other owner to give a part to", shard.id)
+    }
+
     /// Ends the shard's ownership with `outcome`, saving `reached` with it:
     /// the shard's position after the writer's last commit, which was not
     /// reported through `checkpoint`.
@@ -261,9 +277,13 @@ enum ShardEnd {
 enum AttemptEnd {
     Exhausted,
     Halted,
+    /// The shard was split at its last checkpoint: it goes on with this spec.
+    Split(ShardSpec),
 }
 
-async fn run_shard(context: &RunContext, shard: &ShardSpec, progress: &ShardProgress) -> ShardEnd {
+async fn run_shard(context: &RunContext, planned: &ShardSpec, progress: &ShardProgress) -> ShardEnd {
+    let mut shard = planned.clone();
+    let shard = &mut shard;
     let mut resume = match context.ledger.acquire(shard).await {
         Ok(Some(resume)) => resume,
         // Not acquired because the run was halted meanwhile: the shard did not run.
@@ -286,14 +306,20 @@ async fn run_shard(context: &RunContext, shard: &ShardSpec, progress: &ShardProg
 
     let mut delays = context.settings.retry.delays();
     let deadline = context.settings.shard_timeout.map(|timeout| tokio::time::Instant::now() + timeout);
+    let mut splits = SplitState::default();
     loop {
         progress.set_phase(ShardPhase::Running);
         let sequence_before = resume.sequence;
-        let error = match attempt(context, shard, &mut resume, progress, deadline).await {
+        let error = match attempt(context, shard, &mut resume, progress, deadline, &mut splits).await {
             Ok(AttemptEnd::Exhausted) => {
                 return finish(context, shard, ShardOutcome::Succeeded, &resume, progress).await;
             }
             Ok(AttemptEnd::Halted) => return finish(context, shard, ShardOutcome::Released, &resume, progress).await,
+            Ok(AttemptEnd::Split(kept)) => {
+                *shard = kept;
+                delays = context.settings.retry.delays();
+                continue;
+            }
             Err(error) => error,
         };
         if resume.sequence > sequence_before {
@@ -349,6 +375,38 @@ struct Uncommitted {
     counters: ShardCounters,
 }
 
+/// Whether a shard's owner may still split it.
+#[derive(Default)]
+struct SplitState {
+    /// The source declined a requested split: it is not asked again.
+    declined: bool,
+}
+
+/// After a saved checkpoint: splits the shard if the ledger asks for it and
+/// the source can, returning the spec the shard goes on with.
+async fn split_if_requested(
+    context: &RunContext,
+    shard: &ShardSpec,
+    resume: &ResumePoint,
+    splits: &mut SplitState,
+) -> anyhow::Result<Option<ShardSpec>> {
+    if splits.declined || !context.ledger.split_requested(shard).await {
+        return Ok(None);
+    }
+    let parts = context.pipeline.source.split(shard, resume.checkpoint.as_ref()).await?;
+    let Some((kept, rest)) = parts else {
+        tracing::info!(shard = %shard.id, "the source cannot split the shard; it runs on whole");
+        splits.declined = true;
+        return Ok(None);
+    };
+    // A shard splits at most once per commit, and its sequence goes on
+    // across owners: the name is unique in the run.
+    let new_shard = ShardSpec { id: format!("{}.s{}", shard.id, resume.sequence), descriptor: rest };
+    context.ledger.split(shard, &kept, &new_shard).await.context("recording the split")?;
+    tracing::info!(shard = %shard.id, new_shard = %new_shard.id, "split the shard: another owner takes the rest");
+    Ok(Some(ShardSpec { id: shard.id.clone(), descriptor: kept }))
+}
+
 /// One pass over a shard from `resume`, updating `resume` at every commit.
 async fn attempt(
     context: &RunContext,
@@ -356,6 +414,7 @@ async fn attempt(
     resume: &mut ResumePoint,
     progress: &ShardProgress,
     deadline: Option<tokio::time::Instant>,
+    splits: &mut SplitState,
 ) -> anyhow::Result<AttemptEnd> {
     let settings = &context.settings;
     let reader = context
@@ -392,6 +451,10 @@ async fn attempt(
             if last_commit.elapsed() >= settings.checkpoint_interval {
                 if commit(context, shard, writer.as_mut(), resume, &mut uncommitted).await? {
                     context.ledger.checkpoint(shard, resume).await.context("saving the checkpoint")?;
+                    // Every batch read is committed: reading goes on with the kept part.
+                    if let Some(kept) = split_if_requested(context, shard, resume, splits).await? {
+                        return Ok(AttemptEnd::Split(kept));
+                    }
                 }
                 last_commit = Instant::now();
             }

@@ -1,8 +1,9 @@
 //! The runtime's guarantees, checked with in-memory plugins: every record
 //! arrives once; a stop resumes exactly where the checkpoints say; transient
-//! errors retry from the last checkpoint; the error limit fails the run.
+//! errors retry from the last checkpoint; the error limit fails the run; a
+//! shard split while it runs hands the rest to a new shard, each record once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,7 +26,8 @@ use haul_common::retry::RetryPolicy;
 use haul_common::shutdown::CancellationToken;
 use tokio::sync::watch;
 
-/// Shard `i` holds ids `i*1000 .. i*1000+len`; ids divisible by `reject_every` are malformed.
+/// Shard `i` holds ids `i*1000 .. i*1000+len` (a split part: `start .. end`);
+/// ids divisible by `reject_every` are malformed.
 struct NumbersSource {
     shards: usize,
     len: u64,
@@ -72,18 +74,39 @@ impl Source for NumbersSource {
         checkpoint: Option<&Checkpoint>,
         batch_size: usize,
     ) -> anyhow::Result<Box<dyn ShardReader>> {
-        let start = shard.descriptor["start"].as_u64().unwrap();
+        let (start, end) = self.bounds(shard);
         let next = checkpoint.map(|c| c.0.as_u64().unwrap()).unwrap_or(start);
         let failed = self.failed.clone();
         Ok(Box::new(NumbersReader {
             next,
-            end: start + self.len,
+            end,
             batch_size,
             reject_every: self.reject_every,
             fail_at: if failed.load(Ordering::SeqCst) == 0 { self.fail_at } else { None },
             source_failed: failed,
             delay: self.delay,
         }))
+    }
+
+    async fn split(
+        &self,
+        shard: &ShardSpec,
+        checkpoint: Option<&Checkpoint>,
+    ) -> anyhow::Result<Option<(serde_json::Value, serde_json::Value)>> {
+        let (start, end) = self.bounds(shard);
+        let next = checkpoint.map(|c| c.0.as_u64().unwrap()).unwrap_or(start);
+        if end - next < 2 {
+            return Ok(None);
+        }
+        let middle = next + (end - next) / 2;
+        Ok(Some((serde_json::json!({"start": start, "end": middle}), serde_json::json!({"start": middle, "end": end}))))
+    }
+}
+
+impl NumbersSource {
+    fn bounds(&self, shard: &ShardSpec) -> (u64, u64) {
+        let start = shard.descriptor["start"].as_u64().unwrap();
+        (start, shard.descriptor["end"].as_u64().unwrap_or(start + self.len))
     }
 }
 
@@ -175,6 +198,10 @@ impl ShardWriter for MemoryWriter {
 struct MemoryLedger {
     points: Mutex<HashMap<String, ResumePoint>>,
     finished: Mutex<HashMap<String, ShardOutcome>>,
+    /// Shards asked to split.
+    split_requests: Mutex<HashSet<String>>,
+    /// The splits made: the shard, where it was, its kept descriptor and the new shard.
+    splits: Mutex<Vec<(String, ResumePoint, serde_json::Value, ShardSpec)>>,
 }
 
 #[async_trait]
@@ -187,6 +214,15 @@ impl Ledger for MemoryLedger {
     }
     async fn checkpoint(&self, shard: &ShardSpec, resume: &ResumePoint) -> anyhow::Result<()> {
         self.points.lock().unwrap().insert(shard.id.clone(), resume.clone());
+        Ok(())
+    }
+    async fn split_requested(&self, shard: &ShardSpec) -> bool {
+        self.split_requests.lock().unwrap().contains(&shard.id)
+    }
+    async fn split(&self, shard: &ShardSpec, kept: &serde_json::Value, new_shard: &ShardSpec) -> anyhow::Result<()> {
+        self.split_requests.lock().unwrap().remove(&shard.id);
+        let at = self.points.lock().unwrap().get(&shard.id).cloned().unwrap_or_default();
+        self.splits.lock().unwrap().push((shard.id.clone(), at, kept.clone(), new_shard.clone()));
         Ok(())
     }
     async fn finish(&self, shard: &ShardSpec, outcome: &ShardOutcome, reached: &ResumePoint) -> anyhow::Result<()> {
@@ -293,6 +329,49 @@ async fn every_record_arrives_once() {
     assert_eq!(report.outcome, RunOutcome::Succeeded);
     assert_eq!(harness.committed_sorted(), expected(5, 95));
     assert_eq!(report.totals.records_written, 5 * 95);
+}
+
+/// A shard asked to split after its first commit keeps the first half of
+/// what is left and goes on; the new shard, run afterwards as another
+/// owner would, reads the rest: every record once across the two.
+#[tokio::test]
+async fn a_shard_split_mid_run_and_its_new_shard_yield_every_record_once() {
+    let harness = Harness::new(NumbersSource::new(1, 100));
+    harness.ledger.split_requests.lock().unwrap().insert("s0".into());
+    let report = harness.run(settings(Default::default()), CancellationToken::new()).await;
+    assert_eq!(report.outcome, RunOutcome::Succeeded);
+    let splits = harness.ledger.splits.lock().unwrap().clone();
+    assert_eq!(splits.len(), 1, "{splits:?}");
+    let (shard, at, kept, new_shard) = &splits[0];
+    assert_eq!(
+        (shard.as_str(), at.sequence, at.checkpoint.clone()),
+        ("s0", 1, Some(Checkpoint(serde_json::json!(10))))
+    );
+    assert_eq!(kept, &serde_json::json!({"start": 0, "end": 55}));
+    assert_eq!(new_shard, &ShardSpec { id: "s0.s1".into(), descriptor: serde_json::json!({"start": 55, "end": 100}) });
+    assert_eq!(harness.committed_sorted(), (0..55).collect::<Vec<i64>>(), "the shard stopped at its kept part");
+    assert!(harness.ledger.split_requests.lock().unwrap().is_empty());
+
+    let pipeline = Pipeline { source: harness.source.clone(), processors: Vec::new(), sink: harness.sink.clone() };
+    let shards = vec![new_shard.clone()];
+    let progress = progress_for(&shards);
+    let ledger = harness.ledger.clone();
+    let dead_letters = harness.dead_letters.clone();
+    let stop = CancellationToken::new();
+    let report = execute(pipeline, settings(Default::default()), shards, ledger, dead_letters, progress, stop).await;
+    assert_eq!(report.outcome, RunOutcome::Succeeded);
+    assert_eq!(harness.committed_sorted(), expected(1, 100));
+}
+
+/// A split the source declines is not asked again; the shard runs whole.
+#[tokio::test]
+async fn a_declined_split_leaves_the_shard_whole() {
+    let harness = Harness::new(NumbersSource::new(1, 11));
+    harness.ledger.split_requests.lock().unwrap().insert("s0".into());
+    let report = harness.run(settings(Default::default()), CancellationToken::new()).await;
+    assert_eq!(report.outcome, RunOutcome::Succeeded);
+    assert!(harness.ledger.splits.lock().unwrap().is_empty());
+    assert_eq!(harness.committed_sorted(), expected(1, 11));
 }
 
 #[tokio::test]
