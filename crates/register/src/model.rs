@@ -308,6 +308,9 @@ pub struct ShardRecord {
     pub lease_expires_at: Option<DateTime<Utc>>,
     /// Why the shard failed, when it did.
     pub error: Option<String>,
+    /// Whether the leader asked the shard's owner to split it (see
+    /// [`crate::Store::request_split`]); cleared by the split.
+    pub split_requested: bool,
 }
 
 /// Proof of ownership of a shard: valid while `epoch` is the shard's current
@@ -348,7 +351,8 @@ pub struct Event {
     pub at: DateTime<Utc>,
     /// The shard concerned, or `None` for the run itself.
     pub shard_id: Option<String>,
-    /// The state entered (`running`, `paused`, `succeeded`, …).
+    /// The state entered (`running`, `paused`, `succeeded`, …), or a shard
+    /// split asked for (`split_requested`) or made (`split`).
     pub kind: String,
     pub reason: String,
 }

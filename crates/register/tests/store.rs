@@ -563,6 +563,63 @@ async fn a_scheduled_run_queued_from_many_connections_is_created_once(db: &TestD
     assert_eq!(ids.len(), 1, "{ids:?}");
 }
 
+/// The leader asks a running shard to split; its owner splits it under its
+/// lease: the shard keeps its checkpoint with a narrower descriptor, and a
+/// new pending shard takes the rest, after the others.
+async fn a_running_shard_splits_under_its_lease(db: &TestDatabase) {
+    let store = db.open().await;
+    let run = store.create_run(new_run("orders", 2)).await.unwrap();
+    assert!(!store.request_split(&run.id, "s2", "straggler").await.unwrap(), "a pending shard is not asked");
+    assert!(!store.request_split(&run.id, "nope", "straggler").await.unwrap());
+    let (lease, _) = store.claim_shard(&run.id, "s2", "worker-a", LONG).await.unwrap().unwrap();
+    store.save_checkpoint(&lease, 3, &Checkpoint(json!({ "offset": 4 })), &counters(4)).await.unwrap();
+    assert!(!store.shard(&run.id, "s2").await.unwrap().split_requested);
+    assert!(store.request_split(&run.id, "s2", "running for 40s, 2x the median").await.unwrap());
+    assert!(store.shard(&run.id, "s2").await.unwrap().split_requested);
+
+    let kept = json!({ "from": 0, "to": 6 });
+    let rest = ShardSpec { id: "s2.s3".into(), descriptor: json!({ "from": 6, "to": 10 }) };
+    let stale = haul_register::model::Lease { epoch: lease.epoch + 1, ..lease.clone() };
+    assert!(is_lease_lost(store.split_shard(&stale, &kept, &rest).await));
+    assert_eq!(store.shards(&run.id).await.unwrap().len(), 2, "a refused split adds no shard");
+    store.split_shard(&lease, &kept, &rest).await.unwrap();
+
+    let shards = store.shards(&run.id).await.unwrap();
+    let ids: Vec<&str> = shards.iter().map(|shard| shard.spec.id.as_str()).collect();
+    assert_eq!(ids, ["s2", "s1", "s2.s3"]);
+    let split = &shards[0];
+    assert_eq!(split.spec.descriptor, kept);
+    assert!(!split.split_requested);
+    assert_eq!((split.state, split.epoch, split.sequence), (ShardState::Running, lease.epoch, 3));
+    assert_eq!(split.checkpoint, Some(Checkpoint(json!({ "offset": 4 }))));
+    let new = &shards[2];
+    assert_eq!(new.spec, rest);
+    assert_eq!((new.state, new.epoch, new.sequence, new.checkpoint.clone()), (ShardState::Pending, 0, 0, None));
+    assert_eq!(new.counters, ShardCounters::default());
+    assert!(!new.split_requested && new.owner.is_none());
+    let events = store.events(&run.id).await.unwrap();
+    let kinds: Vec<(Option<&str>, &str)> =
+        events.iter().map(|event| (event.shard_id.as_deref(), event.kind.as_str())).collect();
+    assert_eq!(
+        kinds[kinds.len() - 3..],
+        [(Some("s2"), "split_requested"), (Some("s2"), "split"), (Some("s2.s3"), "pending")]
+    );
+    assert_eq!(events[events.len() - 3].reason, "running for 40s, 2x the median");
+    assert_eq!(events[events.len() - 2].reason, "split by worker-a at epoch 1: shard s2.s3 takes the rest");
+
+    // The same new shard twice is refused, and changes nothing.
+    let again = store.split_shard(&lease, &json!({ "from": 0, "to": 3 }), &rest).await;
+    assert!(matches!(again, Err(Error::Database(_))), "{again:?}");
+    assert_eq!(store.shard(&run.id, "s2").await.unwrap().spec.descriptor, kept);
+    // The owner goes on; another owner takes the new shard from its start.
+    store.save_checkpoint(&lease, 4, &Checkpoint(json!({ "offset": 5 })), &counters(5)).await.unwrap();
+    let (other, resume) = store.claim_shard(&run.id, "s2.s3", "worker-b", LONG).await.unwrap().unwrap();
+    assert_eq!((other.epoch, resume), (1, ResumePoint::default()));
+    store.finish_shard(&lease, ShardState::Succeeded, &reached(5, 6), None).await.unwrap();
+    assert!(!store.request_split(&run.id, "s2", "late").await.unwrap(), "a finished shard is not asked");
+    assert!(is_lease_lost(store.split_shard(&lease, &kept, &ShardSpec { id: "s2.s9".into(), ..rest }).await));
+}
+
 /// A store exported and imported into an empty one (of any backend) reads
 /// back the same records, and a store that holds data refuses an import.
 async fn an_export_imports_into_an_empty_store_of_every_backend(db: &TestDatabase) {
@@ -575,10 +632,12 @@ async fn an_export_imports_into_an_empty_store_of_every_backend(db: &TestDatabas
     let run = source.create_run(new_run("orders", 3)).await.unwrap();
     let (lease, _) = source.claim_shard(&run.id, "s2", "worker", LONG).await.unwrap().unwrap();
     source.save_checkpoint(&lease, 7, &Checkpoint(json!({ "page": 7, "cursor": "b" })), &counters(70)).await.unwrap();
+    assert!(source.request_split(&run.id, "s2", "straggler").await.unwrap());
     let (queued, _) = source.enqueue_run(scheduled("orders", 120_000)).await.unwrap();
     let snapshot = source.export().await.unwrap();
     let counts: Vec<(&str, usize)> = snapshot.tables.iter().map(|t| (t.table, t.rows.len())).collect();
-    assert_eq!(counts, [("jobs", 1), ("job_state", 1), ("runs", 3), ("shards", 4), ("events", 5)]);
+    assert_eq!(counts, [("jobs", 1), ("job_state", 1), ("runs", 3), ("shards", 4), ("events", 6)]);
+    assert!(source.shard(&run.id, "s2").await.unwrap().split_requested);
 
     for backend in Backend::ALL {
         let target_database = TestDatabase::create(backend).await;
@@ -647,6 +706,7 @@ conformance!(
     claims_racing_from_many_connections_have_one_winner_per_shard_and_epoch,
     a_scheduled_run_queued_from_many_connections_is_created_once,
     an_export_imports_into_an_empty_store_of_every_backend,
+    a_running_shard_splits_under_its_lease,
 );
 
 /// What only a SQLite file has: reopening it, and its persisted format.
@@ -699,7 +759,7 @@ mod sqlite_file {
     #[tokio::test]
     async fn persisted_format_is_stable() {
         let f = fixture().await;
-        assert_eq!(SCHEMA_VERSION, 2);
+        assert_eq!(SCHEMA_VERSION, 3);
         assert_eq!(f.store.schema_version().await.unwrap(), SCHEMA_VERSION);
 
         let new = NewRun {

@@ -1,6 +1,8 @@
 //! The runtime's shard ledger backed by the store: every shard runs under a
 //! lease with a fencing epoch, renewed by a heartbeat while it runs; every
-//! checkpoint is a conditional update on that epoch.
+//! checkpoint is a conditional update on that epoch. The heartbeat also
+//! reads whether the leader asked for the shard to split, so that the
+//! runtime's question after each checkpoint costs no round trip.
 //!
 //! A short store outage — a database restart — pauses the shards rather
 //! than failing them: claims, renewals, checkpoints and the end of a shard
@@ -15,6 +17,7 @@ mod outage;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,6 +52,8 @@ struct HeldLease {
     lease: Lease,
     clock: Arc<LeaseClock>,
     heartbeat: tokio::task::JoinHandle<()>,
+    /// The shard's `split_requested` as the heartbeat last read it.
+    split_requested: Arc<AtomicBool>,
 }
 
 impl StoreLedger {
@@ -125,10 +130,20 @@ impl StoreLedger {
             .with_context(|| format!("reading shard {} of run {}", shard.id, self.run_id))
     }
 
+    fn held(&self) -> anyhow::Result<std::sync::MutexGuard<'_, HashMap<String, HeldLease>>> {
+        self.held.lock().map_err(|_| anyhow::anyhow!("lease table poisoned"))
+    }
+
     /// Renews the lease every third of the ttl until it is aborted, riding
     /// out outages while the lease may be live; gives up (logged, counted)
-    /// when the lease is lost or may have run out.
-    fn heartbeat(&self, lease: Lease, clock: Arc<LeaseClock>) -> tokio::task::JoinHandle<()> {
+    /// when the lease is lost or may have run out. After each renewal it
+    /// reads the shard's `split_requested` into `split_requested`.
+    fn heartbeat(
+        &self,
+        lease: Lease,
+        clock: Arc<LeaseClock>,
+        split_requested: Arc<AtomicBool>,
+    ) -> tokio::task::JoinHandle<()> {
         let store = self.store.clone();
         let reachability = self.reachability.clone();
         let ttl = self.ttl;
@@ -142,6 +157,10 @@ impl StoreLedger {
                     let error = failure.into_anyhow();
                     tracing::warn!(shard = %lease.shard_id, error = %format!("{error:#}"), "lease renewal failed, no longer renewing");
                     return;
+                }
+                match store.shard(&lease.run_id, &lease.shard_id).await {
+                    Ok(record) => split_requested.store(record.split_requested, Ordering::Relaxed),
+                    Err(error) => tracing::debug!(shard = %lease.shard_id, error = %error, "reading the shard failed"),
                 }
             }
         })
@@ -215,11 +234,31 @@ impl Ledger for StoreLedger {
             tokio::time::sleep(LEASE_POLL).await;
         };
         let clock = Arc::new(LeaseClock::claimed(sent, self.ttl));
-        let heartbeat = self.heartbeat(lease.clone(), clock.clone());
+        let split_requested = Arc::new(AtomicBool::new(false));
+        let heartbeat = self.heartbeat(lease.clone(), clock.clone(), split_requested.clone());
         if let Ok(mut held) = self.held.lock() {
-            held.insert(shard.id.clone(), HeldLease { lease, clock, heartbeat });
+            held.insert(shard.id.clone(), HeldLease { lease, clock, heartbeat, split_requested });
         }
         Ok(Some(resume))
+    }
+
+    async fn split_requested(&self, shard: &ShardSpec) -> bool {
+        let held = self.held();
+        held.ok()
+            .and_then(|held| held.get(&shard.id).map(|h| h.split_requested.load(Ordering::Relaxed)))
+            .unwrap_or(false)
+    }
+
+    /// Splits the shard in the store, once: not retried through an outage,
+    /// since a split whose answer was lost may have been applied (the
+    /// runtime then fails the shard, which is safe either way).
+    async fn split(&self, shard: &ShardSpec, kept: &serde_json::Value, new_shard: &ShardSpec) -> anyhow::Result<()> {
+        let (lease, _) = self.lease(shard)?;
+        self.store.split_shard(&lease, kept, new_shard).await?;
+        if let Some(held) = self.held()?.get(&shard.id) {
+            held.split_requested.store(false, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// Saves the checkpoint, retrying through an outage while the lease may be live.
@@ -346,5 +385,28 @@ mod tests {
 
         second.finish(&shard, &ShardOutcome::Succeeded, &saved).await.unwrap();
         assert_eq!(second.acquire(&shard).await.unwrap(), None, "a finished shard is not run again");
+    }
+
+    #[tokio::test]
+    async fn the_heartbeat_brings_a_split_request_and_the_split_clears_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, run_id, shard) = store_with_run(dir.path()).await;
+        let ttl = Duration::from_millis(300);
+        let ledger = StoreLedger::new(store.clone(), &run_id, "owner", ttl);
+        ledger.acquire(&shard).await.unwrap().unwrap();
+        assert!(!ledger.split_requested(&shard).await);
+        assert!(store.request_split(&run_id, &shard.id, "straggler").await.unwrap());
+        tokio::time::sleep(ttl).await;
+        assert!(ledger.split_requested(&shard).await, "two heartbeats have read the request");
+
+        let new_shard = ShardSpec { id: "s0.s0".into(), descriptor: serde_json::json!({ "half": 2 }) };
+        ledger.split(&shard, &serde_json::json!({ "half": 1 }), &new_shard).await.unwrap();
+        assert!(!ledger.split_requested(&shard).await);
+        tokio::time::sleep(ttl).await;
+        assert!(!ledger.split_requested(&shard).await, "the stored request is cleared too");
+        let shards = store.shards(&run_id).await.unwrap();
+        assert_eq!(shards.len(), 2);
+        assert_eq!(shards[0].spec.descriptor, serde_json::json!({ "half": 1 }));
+        assert_eq!((shards[1].spec.clone(), shards[1].state), (new_shard, ShardState::Pending));
     }
 }

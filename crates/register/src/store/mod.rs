@@ -34,6 +34,7 @@
 mod mysql;
 mod open;
 mod postgres;
+mod split;
 mod sql;
 mod sqlite;
 mod transient;
@@ -168,6 +169,27 @@ pub trait Store: Send + Sync {
     /// shutdown, saving `reached` like [`Store::finish_shard`], conditional
     /// on the lease; records an event.
     async fn release_shard(&self, lease: &Lease, reached: &ResumePoint) -> Result<(), Error>;
+
+    /// Asks the owner of a running shard to split it (dynamic rebalancing
+    /// of a straggler): sets the shard's `split_requested` and records an
+    /// event with `reason`. Returns whether it was set: a shard that is not
+    /// running (or not in the run) is left as it is. The owner splits at
+    /// its next checkpoint with [`Store::split_shard`], or declines.
+    async fn request_split(&self, run_id: &str, shard_id: &str, reason: &str) -> Result<bool, Error>;
+
+    /// Splits the leased shard, in one transaction conditional on the lease
+    /// like [`Store::save_checkpoint`] ([`Error::LeaseLost`] otherwise): its
+    /// descriptor becomes `kept` (its checkpoint, sequence and counters stay),
+    /// its `split_requested` is cleared, and `new_shard` joins the run as a
+    /// pending shard after the others; events record the split. The owner
+    /// goes on with `kept` from its checkpoint, so that no record is read by
+    /// both shards. A `new_shard` id already in the run is a database error.
+    async fn split_shard(
+        &self,
+        lease: &Lease,
+        kept: &serde_json::Value,
+        new_shard: &haul_collect_core::ShardSpec,
+    ) -> Result<(), Error>;
 
     /// Replaces the job state a running run leaves when it succeeds, for
     /// sources that learn it only by reading (see `Source::final_state`).

@@ -40,6 +40,7 @@ impl Dialect for MySqlDialect {
         embedded_migrations(&[
             ("init", include_str!("../../migrations/mysql/0001_init.sql")),
             ("platform", include_str!("../../migrations/mysql/0002_platform.sql")),
+            ("split", include_str!("../../migrations/mysql/0003_split.sql")),
         ])
     }
 }

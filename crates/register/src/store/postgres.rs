@@ -37,6 +37,7 @@ impl Dialect for PostgresDialect {
         embedded_migrations(&[
             ("init", include_str!("../../migrations/postgres/0001_init.sql")),
             ("platform", include_str!("../../migrations/postgres/0002_platform.sql")),
+            ("split", include_str!("../../migrations/postgres/0003_split.sql")),
         ])
     }
 }

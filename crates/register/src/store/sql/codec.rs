@@ -108,6 +108,7 @@ pub(in crate::store) fn decode_shard(row: &impl Columns) -> Result<ShardRecord, 
         owner: row.optional_text("owner")?,
         lease_expires_at: optional_time(row.optional_integer("lease_expires_at")?)?,
         error: row.optional_text("error")?,
+        split_requested: row.flag("split_requested")?,
     })
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use haul_collect_core::plugin::{Checkpoint, Plan};
+use haul_collect_core::plugin::{Checkpoint, Plan, ShardSpec};
 use haul_collect_core::progress::ShardCounters;
 use haul_collect_core::runtime::ResumePoint;
 use sqlx::Database;
@@ -18,6 +18,7 @@ use super::{Columns, Dialect, HELD_LEASE, RUN_COLUMNS, RowsAffected, SHARD_COLUM
 use crate::model::{
     Event, JobRecord, Lease, NewRun, QueuedRun, RunFilter, RunRecord, RunState, ShardRecord, ShardState,
 };
+use crate::store::split::{SPLIT, SPLIT_REQUESTED, split_reasons};
 use crate::store::{Error, Store};
 
 const JOB_COLUMNS: &str = "name, spec, spec_hash, enabled, version, planned_through, created_at, updated_at";
@@ -75,7 +76,7 @@ where
         let queued = QueuedRun { job: new.job, spec_hash: new.spec_hash, mode: new.mode, request: new.request };
         let mut tx = self.begin().await?;
         let id = Self::insert_run(&mut tx, &queued, RunState::Running, new.plan.next_state.as_ref()).await?;
-        Self::insert_shards(&mut tx, &id, &new.plan).await?;
+        Self::insert_shards(&mut tx, &id, 0, &new.plan.shards).await?;
         let reason = format!("created with {} shards", new.plan.shards.len());
         Self::insert_event(&mut tx, &id, None, RunState::Running.as_str(), &reason).await?;
         let run = Self::select_run(&mut tx, &id, "").await?;
@@ -250,6 +251,57 @@ where
         self.end_lease(lease, ShardState::Pending, reached, None, &reason).await
     }
 
+    async fn request_split(&self, run_id: &str, shard_id: &str, reason: &str) -> Result<bool, Error> {
+        let mut tx = self.begin().await?;
+        let requested = sqlx::query(D::sql(concat!(
+            "UPDATE shards SET split_requested = TRUE, updated_at = {now} ",
+            "WHERE run_id = ? AND shard_id = ? AND state = 'running'"
+        )))
+        .bind(run_id)
+        .bind(shard_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if requested == 0 {
+            return Ok(false);
+        }
+        Self::insert_event(&mut tx, run_id, Some(shard_id), SPLIT_REQUESTED, reason).await?;
+        tx.commit().await?;
+        tracing::debug!(run_id, shard_id, reason, "split requested");
+        Ok(true)
+    }
+
+    async fn split_shard(&self, lease: &Lease, kept: &serde_json::Value, new_shard: &ShardSpec) -> Result<(), Error> {
+        let kept = ShardSpec { id: lease.shard_id.clone(), descriptor: kept.clone() };
+        let mut tx = self.begin().await?;
+        // The run's row lock orders the splits of a run, so that new positions stay distinct.
+        Self::select_run(&mut tx, &lease.run_id, D::LOCK_FOR_UPDATE).await?;
+        let updated = sqlx::query(D::sql(&format!(
+            "UPDATE shards SET spec = ?, split_requested = FALSE, updated_at = {{now}}{HELD_LEASE}"
+        )))
+        .bind(to_json(&kept)?.as_str())
+        .bind(lease.run_id.as_str())
+        .bind(lease.shard_id.as_str())
+        .bind(to_i64(lease.epoch, "epoch")?)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        lease_held(updated, lease)?;
+        let last = sqlx::query(D::sql("SELECT MAX(position) AS max_position FROM shards WHERE run_id = ?"))
+            .bind(lease.run_id.as_str())
+            .fetch_one(&mut *tx)
+            .await?
+            .optional_integer("max_position")?;
+        let position = last.map_or(Ok(0), |last| to_u64(last, "shard position").map(|last| last + 1))?;
+        Self::insert_shards(&mut tx, &lease.run_id, position, std::slice::from_ref(new_shard)).await?;
+        let (split, parted) = split_reasons(lease, new_shard);
+        Self::insert_event(&mut tx, &lease.run_id, Some(&lease.shard_id), SPLIT, &split).await?;
+        Self::insert_event(&mut tx, &lease.run_id, Some(&new_shard.id), ShardState::Pending.as_str(), &parted).await?;
+        tx.commit().await?;
+        tracing::debug!(run_id = %lease.run_id, shard_id = %lease.shard_id, new_shard = %new_shard.id, "split shard");
+        Ok(())
+    }
+
     async fn set_next_state(&self, run_id: &str, next_state: &serde_json::Value) -> Result<(), Error> {
         let updated = sqlx::query(D::sql(
             "UPDATE runs SET next_state = ?, updated_at = {now} WHERE id = ? AND state = 'running'",
@@ -366,7 +418,7 @@ where
         .bind(run_id)
         .execute(&mut *tx)
         .await?;
-        Self::insert_shards(&mut tx, run_id, plan).await?;
+        Self::insert_shards(&mut tx, run_id, 0, &plan.shards).await?;
         let reason = format!("planned {} shards", plan.shards.len());
         Self::insert_event(&mut tx, run_id, None, RunState::Running.as_str(), &reason).await?;
         let run = Self::select_run(&mut tx, run_id, "").await?;

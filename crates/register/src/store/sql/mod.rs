@@ -27,7 +27,7 @@ mod snapshot;
 use std::fmt::Write as _;
 use std::marker::PhantomData;
 
-use haul_collect_core::plugin::Plan;
+use haul_collect_core::plugin::ShardSpec;
 use haul_collect_core::progress::ShardCounters;
 use haul_collect_core::runtime::ResumePoint;
 use sqlx::pool::PoolOptions;
@@ -259,14 +259,15 @@ where
         Ok(id)
     }
 
-    /// Inserts the shards of `plan`, pending, in plan order.
+    /// Inserts `shards`, pending, in order from position `first`.
     async fn insert_shards(
         connection: &mut <D::Db as Database>::Connection,
         run_id: &str,
-        plan: &Plan,
+        first: u64,
+        shards: &[ShardSpec],
     ) -> Result<(), Error> {
         let counters = to_json(&ShardCounters::default())?;
-        for (position, spec) in plan.shards.iter().enumerate() {
+        for (position, spec) in (first..).zip(shards) {
             sqlx::query(D::sql(concat!(
                 "INSERT INTO shards (run_id, shard_id, position, spec, state, sequence, checkpoint, counters, ",
                 "epoch, owner, lease_expires_at, error, updated_at) ",
@@ -274,7 +275,7 @@ where
             )))
             .bind(run_id)
             .bind(spec.id.as_str())
-            .bind(to_i64(position as u64, "shard position")?)
+            .bind(to_i64(position, "shard position")?)
             .bind(to_json(spec)?.as_str())
             .bind(counters.as_str())
             .execute(&mut *connection)
@@ -354,7 +355,7 @@ const RUN_COLUMNS: &str = "id, job, spec_hash, mode, state, next_state, message,
      \"trigger\", scheduled_for, priority, pool, params, attempt, started_at, finished_at";
 
 const SHARD_COLUMNS: &str =
-    "run_id, spec, state, sequence, checkpoint, counters, epoch, owner, lease_expires_at, error";
+    "run_id, spec, state, sequence, checkpoint, counters, epoch, owner, lease_expires_at, error, split_requested";
 
 /// The condition that lets an update through only for the holder of a live
 /// lease: the shard's current epoch, still running, and the lease unexpired

@@ -87,6 +87,7 @@ const TABLES: &[Table] = {
                 ("lease_expires_at", Integer),
                 ("error", Text),
                 ("updated_at", Integer),
+                ("split_requested", Flag),
             ],
             order_by: "run_id, position",
         },

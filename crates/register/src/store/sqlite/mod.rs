@@ -18,12 +18,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use haul_collect_core::plugin::{Checkpoint, Plan};
+use haul_collect_core::plugin::{Checkpoint, Plan, ShardSpec};
 use haul_collect_core::progress::ShardCounters;
 use haul_collect_core::runtime::ResumePoint;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqliteConnection};
 
+use super::split::{SPLIT, SPLIT_REQUESTED, split_reasons};
 use super::sql::codec::{
     decode_run, decode_shard, from_json, lease_held, mode_name, parse_state, time, to_i64, to_json, to_u64, ttl_ms,
 };
@@ -35,7 +36,7 @@ use group_commit::{GroupCommit, grouped_write};
 
 /// The version of the newest migration in `migrations/sqlite`; a store file
 /// migrated by a newer haul is refused.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// How long a connection waits for another process's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -75,7 +76,7 @@ macro_rules! run_columns {
 
 macro_rules! shard_columns {
     () => {
-        "run_id, spec, state, sequence, checkpoint, counters, epoch, owner, lease_expires_at, error"
+        "run_id, spec, state, sequence, checkpoint, counters, epoch, owner, lease_expires_at, error, split_requested"
     };
 }
 
@@ -216,6 +217,13 @@ fn migrator() -> sqlx::migrate::Migrator {
             include_str!("../../../migrations/sqlite/0002_platform.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            3,
+            "split".into(),
+            MigrationType::Simple,
+            include_str!("../../../migrations/sqlite/0003_split.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 
@@ -278,13 +286,18 @@ async fn insert_run(
     Ok(id)
 }
 
-/// Inserts the shards of `plan`, pending, in plan order, many rows per statement.
-async fn insert_shards(connection: &mut SqliteConnection, run_id: &str, plan: &Plan) -> Result<(), Error> {
+/// Inserts `shards`, pending, in order from position `first`, many rows per statement.
+async fn insert_shards(
+    connection: &mut SqliteConnection,
+    run_id: &str,
+    first: u64,
+    shards: &[ShardSpec],
+) -> Result<(), Error> {
     let counters = to_json(&ShardCounters::default())?;
-    for (chunk_index, chunk) in plan.shards.chunks(SHARDS_PER_INSERT).enumerate() {
+    for (chunk_index, chunk) in shards.chunks(SHARDS_PER_INSERT).enumerate() {
         let mut rows = Vec::with_capacity(chunk.len());
         for (offset, spec) in chunk.iter().enumerate() {
-            let position = to_i64((chunk_index * SHARDS_PER_INSERT + offset) as u64, "shard position")?;
+            let position = to_i64(first + (chunk_index * SHARDS_PER_INSERT + offset) as u64, "shard position")?;
             rows.push((position, &spec.id, to_json(spec)?));
         }
         let mut insert = sqlx::QueryBuilder::new(
@@ -353,7 +366,7 @@ impl Store for SqliteStore {
         let queued = QueuedRun { job: new.job, spec_hash: new.spec_hash, mode: new.mode, request: new.request };
         let mut tx = self.begin().await?;
         let id = insert_run(&mut tx, &queued, RunState::Running, new.plan.next_state.as_ref()).await?;
-        insert_shards(&mut tx, &id, &new.plan).await?;
+        insert_shards(&mut tx, &id, 0, &new.plan.shards).await?;
         let reason = format!("created with {} shards", new.plan.shards.len());
         insert_event(&mut tx, &id, None, RunState::Running.as_str(), &reason).await?;
         let run = select_run(&mut tx, &id).await?;
@@ -535,6 +548,58 @@ impl Store for SqliteStore {
         self.end_lease(lease, ShardState::Pending, reached, None, &reason).await
     }
 
+    async fn request_split(&self, run_id: &str, shard_id: &str, reason: &str) -> Result<bool, Error> {
+        let mut tx = self.begin().await?;
+        let requested = sqlx::query(concat!(
+            "UPDATE shards SET split_requested = 1, updated_at = ",
+            now_ms!(),
+            " WHERE run_id = ? AND shard_id = ? AND state = 'running'"
+        ))
+        .bind(run_id)
+        .bind(shard_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if requested == 0 {
+            return Ok(false);
+        }
+        insert_event(&mut tx, run_id, Some(shard_id), SPLIT_REQUESTED, reason).await?;
+        tx.commit().await?;
+        tracing::debug!(run_id, shard_id, reason, "split requested");
+        Ok(true)
+    }
+
+    async fn split_shard(&self, lease: &Lease, kept: &serde_json::Value, new_shard: &ShardSpec) -> Result<(), Error> {
+        let kept = ShardSpec { id: lease.shard_id.clone(), descriptor: kept.clone() };
+        // One writer connection: the transaction orders the splits of a run.
+        let mut tx = self.begin().await?;
+        let updated = sqlx::query(concat!(
+            "UPDATE shards SET spec = ?, split_requested = 0, updated_at = ",
+            now_ms!(),
+            held_lease!()
+        ))
+        .bind(to_json(&kept)?)
+        .bind(&lease.run_id)
+        .bind(&lease.shard_id)
+        .bind(to_i64(lease.epoch, "epoch")?)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        lease_held(updated, lease)?;
+        let last: Option<i64> = sqlx::query_scalar("SELECT MAX(position) FROM shards WHERE run_id = ?")
+            .bind(&lease.run_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let position = last.map_or(Ok(0), |last| to_u64(last, "shard position").map(|last| last + 1))?;
+        insert_shards(&mut tx, &lease.run_id, position, std::slice::from_ref(new_shard)).await?;
+        let (split, parted) = split_reasons(lease, new_shard);
+        insert_event(&mut tx, &lease.run_id, Some(&lease.shard_id), SPLIT, &split).await?;
+        insert_event(&mut tx, &lease.run_id, Some(&new_shard.id), ShardState::Pending.as_str(), &parted).await?;
+        tx.commit().await?;
+        tracing::debug!(run_id = %lease.run_id, shard_id = %lease.shard_id, new_shard = %new_shard.id, "split shard");
+        Ok(())
+    }
+
     async fn set_next_state(&self, run_id: &str, next_state: &serde_json::Value) -> Result<(), Error> {
         let updated = sqlx::query(concat!(
             "UPDATE runs SET next_state = ?, updated_at = ",
@@ -667,7 +732,7 @@ impl Store for SqliteStore {
         .bind(run_id)
         .execute(&mut *tx)
         .await?;
-        insert_shards(&mut tx, run_id, plan).await?;
+        insert_shards(&mut tx, run_id, 0, &plan.shards).await?;
         let reason = format!("planned {} shards", plan.shards.len());
         insert_event(&mut tx, run_id, None, RunState::Running.as_str(), &reason).await?;
         let run = select_run(&mut tx, run_id).await?;
