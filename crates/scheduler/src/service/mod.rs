@@ -27,6 +27,7 @@ mod ledger;
 mod rate_limit;
 mod remote;
 pub mod settings;
+mod straggler;
 mod tick;
 
 use std::collections::{BTreeMap, HashMap};
@@ -82,6 +83,10 @@ pub struct ServiceConfig {
     pub remote_workers: Option<Arc<dyn Dispatcher>>,
     /// How often the leader looks at the shards of a run remote workers run.
     pub remote_poll: Duration,
+    /// Distributed mode: a shard running this long at least, and twice the
+    /// median of its run's finished shards, is asked to split while a worker
+    /// slot would otherwise idle (see `straggler`).
+    pub straggler_after: Duration,
     /// Whether this instance leads: only the leader schedules and follows
     /// runs; the others serve the API. Always true for a lone server.
     pub leading: watch::Receiver<bool>,
@@ -102,6 +107,7 @@ impl Default for ServiceConfig {
             rate_limits: watch::channel(RateLimitOverrides::new()).1,
             remote_workers: None,
             remote_poll: remote::DEFAULT_REMOTE_POLL,
+            straggler_after: straggler::DEFAULT_STRAGGLER_AFTER,
             leading: watch::channel(true).1,
         }
     }

@@ -12,6 +12,13 @@
 //! last offer. So a crash between admitting a shard and publishing it loses
 //! nothing: the next leader offers every unfinished shard of every running
 //! run. Offers may be duplicated; the lease claim decides who runs a shard.
+//!
+//! Stragglers: when a worker slot would otherwise idle, the leader asks the
+//! longest-running shard past the straggler threshold (see [`straggler`]) to
+//! split, once for what it runs at its current epoch; its owner splits it at
+//! its next checkpoint, and the new pending shard is offered like any other.
+//! Run times are as the leader saw them: from the first look at a shard
+//! running at its epoch to the first look at it finished.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -29,6 +36,7 @@ use tokio::sync::mpsc;
 use super::Platform;
 use super::dispatch::SlotPermit;
 use super::ledger::ShardTicket;
+use super::straggler::{self, RunView};
 use crate::planner::WaitingShard;
 
 /// A shard offered to the workers, holding its slot until it finishes.
@@ -49,6 +57,12 @@ struct RemoteRun {
     waiting: HashSet<String>,
     /// The latest record of every shard.
     records: HashMap<String, ShardRecord>,
+    /// When each running shard was first seen running, at which epoch.
+    running_since: HashMap<String, (u64, DateTime<Utc>)>,
+    /// How long each finished shard ran, as far as the leader saw.
+    finished: HashMap<String, Duration>,
+    /// The epoch and descriptor of each shard when it was last asked to split.
+    split_asked: HashMap<String, (u64, serde_json::Value)>,
     granted: mpsc::UnboundedSender<(String, SlotPermit)>,
     stop: CancellationToken,
 }
@@ -73,6 +87,9 @@ impl Platform {
             offers: HashMap::new(),
             waiting: HashSet::new(),
             records: HashMap::new(),
+            running_since: HashMap::new(),
+            finished: HashMap::new(),
+            split_asked: HashMap::new(),
             granted,
             stop: stop.clone(),
         };
@@ -127,9 +144,75 @@ impl RemoteRun {
             } else if self.waiting.insert(shard_id.clone()) {
                 self.request_slot(&shard_id);
             }
+            self.time(&record, now);
             self.records.insert(shard_id, record);
         }
+        self.split_straggler(now).await?;
         Ok(None)
+    }
+
+    /// Follows how long each shard runs.
+    fn time(&mut self, record: &ShardRecord, now: DateTime<Utc>) {
+        let shard_id = &record.spec.id;
+        match record.state {
+            ShardState::Running => {
+                let since = self.running_since.entry(shard_id.clone()).or_insert((record.epoch, now));
+                if since.0 != record.epoch {
+                    *since = (record.epoch, now);
+                }
+            }
+            ShardState::Succeeded | ShardState::Failed => {
+                if let Some((_, since)) = self.running_since.remove(shard_id) {
+                    self.finished.insert(shard_id.clone(), (now - since).to_std().unwrap_or_default());
+                }
+            }
+            ShardState::Pending => {
+                self.running_since.remove(shard_id);
+            }
+        }
+    }
+
+    /// Asks a straggler to split when a worker slot would otherwise idle.
+    async fn split_straggler(&mut self, now: DateTime<Utc>) -> anyhow::Result<()> {
+        let queued =
+            self.waiting.len() + self.records.values().filter(|record| record.state == ShardState::Pending).count();
+        let running: Vec<(String, Duration)> = self
+            .records
+            .values()
+            .filter(|record| record.state == ShardState::Running && !record.split_requested && self.may_ask(record))
+            .filter_map(|record| {
+                let (_, since) = self.running_since.get(&record.spec.id)?;
+                Some((record.spec.id.clone(), (now - *since).to_std().unwrap_or_default()))
+            })
+            .collect();
+        let finished: Vec<Duration> = self.finished.values().copied().collect();
+        let view = RunView {
+            queued,
+            holding: self.offers.len(),
+            job_limit: self.ticket.job_limit,
+            load: self.platform.inner.dispatcher.load(),
+            finished: &finished,
+            running: &running,
+            minimum: self.platform.inner.config.straggler_after,
+        };
+        let Some(decision) = straggler::straggler(&view) else { return Ok(()) };
+        let Some(record) = self.records.get(&decision.shard_id) else { return Ok(()) };
+        let asked = (record.epoch, record.spec.descriptor.clone());
+        let store = &self.platform.inner.store;
+        let requested = store.request_split(&self.ticket.run_id, &decision.shard_id, &decision.reason).await?;
+        self.split_asked.insert(decision.shard_id.clone(), asked);
+        if requested {
+            tracing::info!(run_id = %self.ticket.run_id, shard = %decision.shard_id, reason = %decision.reason, "asked a straggling shard to split");
+            metrics::counter!("haul_split_requests_total", "pool" => self.ticket.pool.clone()).increment(1);
+        }
+        Ok(())
+    }
+
+    /// Whether the shard was not asked to split already for what it runs now.
+    fn may_ask(&self, record: &ShardRecord) -> bool {
+        self.split_asked
+            .get(&record.spec.id)
+            .is_none_or(|(epoch, descriptor)| *epoch != record.epoch || *descriptor != record.spec.descriptor)
     }
 
     /// Waits for a slot for the shard in the background; the grant comes
@@ -236,6 +319,7 @@ mod tests {
             owner: None,
             lease_expires_at,
             error: None,
+            split_requested: false,
         }
     }
 

@@ -144,7 +144,8 @@ pub struct Event {
     pub at: DateTime<Utc>,
     /// The shard concerned, or absent for the run itself.
     pub shard_id: Option<String>,
-    /// The state entered (`running`, `paused`, `succeeded`, …).
+    /// The state entered (`running`, `paused`, `succeeded`, …), or a shard
+    /// split asked for (`split_requested`) or made (`split`).
     pub kind: String,
     pub reason: String,
 }

@@ -95,6 +95,8 @@ struct SchedulerFile {
     misfire_grace: HumanDuration,
     aging_step: HumanDuration,
     lease_ttl: HumanDuration,
+    /// Distributed mode: how long a shard runs at least before it may be split as a straggler.
+    straggler_after: HumanDuration,
 }
 
 impl Default for SchedulerFile {
@@ -105,6 +107,7 @@ impl Default for SchedulerFile {
             misfire_grace: HumanDuration(defaults.misfire_grace),
             aging_step: HumanDuration(defaults.aging_step),
             lease_ttl: HumanDuration(defaults.lease_ttl),
+            straggler_after: HumanDuration(defaults.straggler_after),
         }
     }
 }
@@ -163,6 +166,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         misfire_grace: file.scheduler.misfire_grace.0,
         aging_step: file.scheduler.aging_step.0,
         lease_ttl: file.scheduler.lease_ttl.0,
+        straggler_after: file.scheduler.straggler_after.0,
         state_dir: file.state_dir.clone(),
         owner: owner.clone(),
         limiter: file.limiter.open()?,

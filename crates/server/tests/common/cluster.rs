@@ -109,11 +109,17 @@ impl Cluster {
 
     /// Starts a server named `name` with `slots` embedded worker slots (0: none).
     pub fn server(&self, name: &str, slots: usize) -> Server {
+        self.server_with(name, slots, "")
+    }
+
+    /// Starts a server like [`Cluster::server`], with the `scheduler` lines
+    /// added to its `[scheduler]` table.
+    pub fn server_with(&self, name: &str, slots: usize, scheduler: &str) -> Server {
         let dir = self.path(name);
         let ttl = LEASE_TTL.as_millis();
         let grace = SHUTDOWN_GRACE.as_millis();
         let config = format!(
-            "store = \"{}\"\nshutdown_grace = \"{grace}ms\"\n\n[scheduler]\ntick = \"200ms\"\nlease_ttl = \"{ttl}ms\"\n\n{}",
+            "store = \"{}\"\nshutdown_grace = \"{grace}ms\"\n\n[scheduler]\ntick = \"200ms\"\nlease_ttl = \"{ttl}ms\"\n{scheduler}\n\n{}",
             self.services.store,
             self.shared_tables()
         );
