@@ -15,6 +15,9 @@
 //! - While a shard runs, the worker watches its run: once it is paused or
 //!   cancelled, the shard commits, checkpoints and releases at its next batch
 //!   boundary.
+//! - A running shard the leader asks to split (a straggler) is split at its
+//!   next checkpoint, when its source can: the worker goes on with the part
+//!   it keeps, and the leader offers the new shard to an idle worker.
 //! - On shutdown (SIGTERM) the worker takes nothing new, and its running
 //!   shards checkpoint and release their leases at their next batch boundary;
 //!   the leader offers them again at once.

@@ -12,6 +12,9 @@
 //!    follows a sink commit. The shard ends with [`Store::finish_shard`], or is
 //!    given back with [`Store::release_shard`] on pause or shutdown; both save
 //!    the checkpoint of the last commit in the same write.
+//!    A straggling running shard may be split: the leader asks with
+//!    [`Store::request_split`], and its owner, at a checkpoint, narrows it
+//!    and adds a pending shard for the rest with [`Store::split_shard`].
 //! 3. [`Store::set_run_state`] moves the run along its lifecycle; reaching
 //!    `succeeded` makes the run's `next_state` the job's state.
 //!
