@@ -183,7 +183,7 @@ async fn a_broker_restart_mid_run_loses_no_shard_and_leaves_none_stuck() {
     let mut broker = PrivateRabbitMq::start().await;
     let database = TestDatabase::create(Backend::MariaDb).await;
     let services = Services { amqp: broker.url(), ..Services::shared(database.url()) };
-    restart_the_broker(&Cluster::with_services(database, services), &mut broker).await;
+    restart_the_broker(&Cluster::with_services(Some(database), services), &mut broker).await;
 }
 
 async fn restart_the_broker(cluster: &Cluster, broker: &mut PrivateRabbitMq) {
@@ -213,7 +213,7 @@ async fn a_redis_outage_mid_run_leaves_the_run_going_under_local_limits() {
     let mut redis = PrivateRedis::start();
     let database = TestDatabase::create(Backend::MariaDb).await;
     let services = Services { redis: redis.url(), ..Services::shared(database.url()) };
-    stop_redis(&Cluster::with_services(database, services), &mut redis).await;
+    stop_redis(&Cluster::with_services(Some(database), services), &mut redis).await;
 }
 
 async fn stop_redis(cluster: &Cluster, redis: &mut PrivateRedis) {

@@ -49,7 +49,9 @@ impl Services {
 
 /// A cluster's shared services and folder; its processes are started by the test.
 pub struct Cluster {
-    pub database: TestDatabase,
+    /// The store's database, dropped with the cluster; none when the test
+    /// runs the store's server itself.
+    database: Option<TestDatabase>,
     pub services: Services,
     pub chroot: String,
     pub prefix: String,
@@ -68,11 +70,11 @@ impl Cluster {
     pub async fn new(backend: Backend) -> Cluster {
         let database = TestDatabase::create(backend).await;
         let services = Services::shared(database.url());
-        Cluster::with_services(database, services)
+        Cluster::with_services(Some(database), services)
     }
 
-    /// A cluster on `services`, keeping `database` for as long as it lives.
-    pub fn with_services(database: TestDatabase, services: Services) -> Cluster {
+    /// A cluster on `services`, keeping `database` (if any) for as long as it lives.
+    pub fn with_services(database: Option<TestDatabase>, services: Services) -> Cluster {
         let id = uuid::Uuid::now_v7().simple().to_string();
         Cluster {
             database,
