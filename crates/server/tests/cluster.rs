@@ -178,30 +178,45 @@ async fn committed_records(server: &Server, run_id: &str) -> u64 {
     shards(server, run_id).await.iter().map(|shard| shard["counters"]["records_written"].as_u64().unwrap()).sum()
 }
 
-#[tokio::test]
-async fn a_broker_restart_mid_run_loses_no_shard_and_leaves_none_stuck() {
-    let mut broker = PrivateRabbitMq::start().await;
+/// A cluster whose RabbitMQ is a node of the test's own, to restart or empty.
+async fn cluster_on_a_private_broker() -> (Cluster, PrivateRabbitMq) {
+    let broker = PrivateRabbitMq::start().await;
     let database = TestDatabase::create(Backend::MariaDb).await;
     let services = Services { amqp: broker.url(), ..Services::shared(database.url()) };
-    restart_the_broker(&Cluster::with_services(Some(database), services), &mut broker).await;
+    (Cluster::with_services(Some(database), services), broker)
 }
 
-async fn restart_the_broker(cluster: &Cluster, broker: &mut PrivateRabbitMq) {
+#[tokio::test]
+async fn a_broker_restart_mid_run_loses_no_shard_and_leaves_none_stuck() {
+    let (cluster, mut broker) = cluster_on_a_private_broker().await;
+    broker_trouble_mid_run(&cluster, async || broker.restart().await).await;
+}
+
+#[tokio::test]
+async fn a_broker_that_loses_its_queue_mid_run_gets_every_unfinished_shard_offered_again() {
+    let (cluster, broker) = cluster_on_a_private_broker().await;
+    let queue = format!("{}.shards.default", cluster.prefix);
+    broker_trouble_mid_run(&cluster, async || broker.delete_queue(&queue).await).await;
+}
+
+/// Runs twelve shards on two workers of two slots, with `trouble` at the
+/// broker once a shard has checkpointed; the run must end exact.
+async fn broker_trouble_mid_run(cluster: &Cluster, trouble: impl AsyncFnOnce()) {
     let server = cluster.server("server", 0);
     let one = cluster.worker("one", 2, &["default"]);
     let two = cluster.worker("two", 2, &["default"]);
     // Twelve shards for four slots: the leader offers eight at first (the
     // slots times the dispatch depth) and the rest as shards finish, across
-    // the restart.
+    // the trouble.
     server.apply(&input_files(cluster, "copy", 12, 100)).await;
     let run_id = server.trigger("copy").await;
     eventually("a shard checkpointed", Duration::from_secs(30), async || committed_records(&server, &run_id).await > 0)
         .await;
 
-    broker.restart().await;
-    // Shards that never ran are left: they can only come through the restarted broker.
+    trouble().await;
+    // Shards that never ran are left: they can only come through the broker as it is now.
     let never_ran = shards(&server, &run_id).await.iter().filter(|shard| shard["epoch"] == 0).count();
-    assert!(never_ran > 0, "every shard was claimed before the broker came back");
+    assert!(never_ran > 0, "every shard was claimed before the broker trouble ended");
 
     let detail = server.wait_for_run(&run_id, &["succeeded", "failed"]).await;
     assert_eq!(detail["state"], "succeeded", "{detail}\n{}\n{}", one.logs(), two.logs());

@@ -2,7 +2,9 @@
 //! broker: [`PrivateRabbitMq`] runs `rabbitmq-server` on free ports of
 //! 127.0.0.1 under a node name of its own (`haul-test-PORT@localhost`), with
 //! its database, logs, configuration and Erlang cookie in a temporary folder,
-//! and no plugins. The shared node on 5672 is never touched.
+//! and no plugins. The shared node on 5672 is never touched. A test may stop
+//! the node, restart it with its data, or delete a queue as a node that lost
+//! its data would have.
 //!
 //! The node runs as a child of the test, in the test's process group, so
 //! that a runner that signals the group (nextest does, on a timeout) stops it
@@ -17,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use lapin::options::QueueDeleteOptions;
 use lapin::{Connection, ConnectionProperties};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -84,6 +87,20 @@ impl PrivateRabbitMq {
     pub async fn restart(&mut self) {
         self.stop().await;
         self.launch().await;
+    }
+
+    /// Deletes `queue` and the messages in it, as a node that lost its data
+    /// would have; its consumers are cancelled. Panics if the node refuses.
+    pub async fn delete_queue(&self, queue: &str) {
+        let connection = Connection::connect(&self.url(), ConnectionProperties::default())
+            .await
+            .unwrap_or_else(|error| panic!("connecting to rabbitmq node {}: {error}", self.node_name()));
+        let channel = connection.create_channel().await.expect("a channel");
+        channel
+            .queue_delete(queue.into(), QueueDeleteOptions::default())
+            .await
+            .unwrap_or_else(|error| panic!("deleting queue {queue}: {error}"));
+        let _ = connection.close(200, "done".into()).await;
     }
 
     /// Starts `rabbitmq-server` and waits until the node accepts AMQP connections.

@@ -9,9 +9,14 @@
 //! (pending, or running on an expired lease) is offered again whenever its
 //! epoch moved since it was last offered (a worker claimed it, then released
 //! it or died), or when its lease expired at least a lease ttl after the
-//! last offer. So a crash between admitting a shard and publishing it loses
-//! nothing: the next leader offers every unfinished shard of every running
-//! run. Offers may be duplicated; the lease claim decides who runs a shard.
+//! last offer. A shard still pending a lease ttl after its offer is offered
+//! again, then at doubling intervals up to [`MAX_REOFFER_INTERVAL`] while it
+//! stays pending: an offer the broker lost (a queue deleted, a broker that
+//! came back empty) is replaced, and one merely waiting behind busy workers
+//! costs a few duplicates. So a crash between admitting a shard and
+//! publishing it loses nothing, and neither does the broker: the next leader
+//! offers every unfinished shard of every running run. Offers may be
+//! duplicated; the lease claim decides who runs a shard.
 //!
 //! Stragglers: when a worker slot would otherwise idle, the leader asks the
 //! longest-running shard past the straggler threshold (see [`straggler`]) to
@@ -44,6 +49,8 @@ struct Offer {
     /// The shard's epoch when it was last offered.
     epoch: u64,
     at: DateTime<Utc>,
+    /// How long the shard may stay pending at this epoch before it is offered again.
+    patience: chrono::Duration,
     _slot: SlotPermit,
 }
 
@@ -138,8 +145,11 @@ impl RemoteRun {
             } else if let Some(offer) = self.offers.get(&shard_id) {
                 let moved_on = offer.epoch != record.epoch;
                 let lease_lapsed = record.state == ShardState::Running && now - offer.at >= ttl;
-                if claimable(&record, now) && (moved_on || lease_lapsed) {
-                    self.publish(&record, now).await?;
+                let unanswered = record.state == ShardState::Pending && now - offer.at >= offer.patience;
+                if claimable(&record, now) && (moved_on || lease_lapsed || unanswered) {
+                    // nobody took the last offer at this epoch: wait longer after this one
+                    let patience = if moved_on { ttl } else { next_patience(offer.patience) };
+                    self.publish(&record, now, patience).await?;
                 }
             } else if self.waiting.insert(shard_id.clone()) {
                 self.request_slot(&shard_id);
@@ -248,9 +258,10 @@ impl RemoteRun {
             return;
         }
         let now = self.platform.inner.clock.now();
-        self.offers.insert(shard_id, Offer { epoch: record.epoch, at: now, _slot: slot });
+        let patience = self.first_patience();
+        self.offers.insert(shard_id, Offer { epoch: record.epoch, at: now, patience, _slot: slot });
         if claimable(&record, now)
-            && let Err(error) = self.publish(&record, now).await
+            && let Err(error) = self.publish(&record, now, patience).await
         {
             // Offered again at the next poll: its offer records no epoch it had.
             tracing::warn!(run_id = %record.run_id, shard = %record.spec.id, error = %format!("{error:#}"), "offering a shard failed");
@@ -260,7 +271,14 @@ impl RemoteRun {
         }
     }
 
-    async fn publish(&mut self, record: &ShardRecord, now: DateTime<Utc>) -> anyhow::Result<()> {
+    /// Offers the shard; once the broker holds the offer, it is offered
+    /// again if still pending after `patience`.
+    async fn publish(
+        &mut self,
+        record: &ShardRecord,
+        now: DateTime<Utc>,
+        patience: chrono::Duration,
+    ) -> anyhow::Result<()> {
         let assignment = ShardAssignment {
             run_id: record.run_id.clone(),
             shard_id: record.spec.id.clone(),
@@ -270,11 +288,24 @@ impl RemoteRun {
         self.dispatcher.publish(&assignment).await?;
         metrics::counter!("haul_shards_offered_total", "pool" => self.ticket.pool.clone()).increment(1);
         if let Some(offer) = self.offers.get_mut(&record.spec.id) {
+            offer.patience = patience;
             offer.epoch = record.epoch;
             offer.at = now;
         }
         Ok(())
     }
+
+    /// How long a shard may stay pending after its first offer at an epoch: a lease ttl.
+    fn first_patience(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.platform.inner.config.lease_ttl).unwrap_or(chrono::Duration::MAX)
+    }
+}
+
+/// The wait before the next offer of a shard still pending after one of
+/// `patience`: twice as long, up to [`MAX_REOFFER_INTERVAL`].
+fn next_patience(patience: chrono::Duration) -> chrono::Duration {
+    let max = chrono::Duration::from_std(MAX_REOFFER_INTERVAL).unwrap_or(chrono::Duration::MAX);
+    patience.checked_mul(2).unwrap_or(max).min(max)
 }
 
 /// Whether a worker could claim the shard now: pending, or running on a
@@ -300,6 +331,10 @@ fn show_progress(progress: &RunProgress, records: &[ShardRecord]) {
 
 /// How long the leader waits between looks at a remote run's shards.
 pub const DEFAULT_REMOTE_POLL: Duration = Duration::from_millis(200);
+
+/// The longest a shard stays pending before it is offered again, however
+/// often its offers went unanswered.
+pub const MAX_REOFFER_INTERVAL: Duration = Duration::from_secs(300);
 
 #[cfg(test)]
 mod tests {
@@ -334,5 +369,15 @@ mod tests {
         assert!(!claimable(&record(ShardState::Running, Some(later)), now));
         assert!(!claimable(&record(ShardState::Succeeded, None), now));
         assert!(!claimable(&record(ShardState::Failed, None), now));
+    }
+
+    #[test]
+    fn an_unanswered_offer_waits_twice_as_long_for_the_next_up_to_the_maximum() {
+        let seconds = chrono::Duration::seconds;
+        assert_eq!(next_patience(seconds(3)), seconds(6));
+        assert_eq!(next_patience(seconds(200)), seconds(300));
+        assert_eq!(next_patience(seconds(300)), seconds(300));
+        // never above the maximum, even after a longer lease ttl
+        assert_eq!(next_patience(seconds(600)), seconds(300));
     }
 }
