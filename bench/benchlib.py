@@ -1,4 +1,4 @@
-"""Shared pieces of haul's benchmark scripts (copy.py, processors.py, crawl.py, http.py, scheduler.py).
+"""Shared pieces of haul's benchmark scripts (copy.py, processors.py, crawl.py, http.py, scheduler.py, cluster.py).
 
 Logging and running short commands; timing a command (or a pipeline) under GNU
 time for its wall time and peak RSS, and repeating a measurement for its
