@@ -189,6 +189,33 @@ pub struct RunRecord {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// What a run is and where it stands, without its next job state (which a
+/// file source's run fills with the size of every file): cheap to read as
+/// often as a worker does before each shard, or the leader at each look at
+/// a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunStatus {
+    pub id: String,
+    pub job: String,
+    /// Hash of the job spec the run was planned from.
+    pub spec_hash: String,
+    pub state: RunState,
+    /// The pool (worker group) the run's shards go to.
+    pub pool: String,
+}
+
+impl From<&RunRecord> for RunStatus {
+    fn from(run: &RunRecord) -> Self {
+        RunStatus {
+            id: run.id.clone(),
+            job: run.job.clone(),
+            spec_hash: run.spec_hash.clone(),
+            state: run.state,
+            pool: run.request.pool.clone(),
+        }
+    }
+}
+
 /// What created a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

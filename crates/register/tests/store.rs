@@ -13,7 +13,7 @@ use haul_collect_core::job::Mode;
 use haul_collect_core::plugin::{Checkpoint, Plan, ShardSpec};
 use haul_collect_core::progress::ShardCounters;
 use haul_collect_core::runtime::ResumePoint;
-use haul_register::model::{NewRun, QueuedRun, RunFilter, RunRequest, RunState, RunTrigger, ShardState};
+use haul_register::model::{NewRun, QueuedRun, RunFilter, RunRequest, RunState, RunStatus, RunTrigger, ShardState};
 use haul_register::store::{Error, SCHEMA_VERSION, SqliteStore, Store};
 use haul_register::testing::{Backend, TestDatabase};
 use serde_json::json;
@@ -76,6 +76,7 @@ async fn create_run_stores_pending_shards_in_plan_order(db: &TestDatabase) {
     assert_eq!(run.next_state, Some(json!({ "cursor": "2026-01-01" })));
     assert_eq!(uuid::Uuid::parse_str(&run.id).unwrap().get_version_num(), 7);
     assert_eq!(store.run(&run.id).await.unwrap(), run);
+    assert_eq!(store.run_status(&run.id).await.unwrap(), RunStatus::from(&run));
 
     let shards = store.shards(&run.id).await.unwrap();
     let ids: Vec<&str> = shards.iter().map(|s| s.spec.id.as_str()).collect();
@@ -95,6 +96,7 @@ async fn create_run_stores_pending_shards_in_plan_order(db: &TestDatabase) {
 async fn missing_runs_are_not_found(db: &TestDatabase) {
     let store = db.open().await;
     assert!(matches!(store.run("nope").await, Err(Error::NotFound { .. })));
+    assert!(matches!(store.run_status("nope").await, Err(Error::NotFound { .. })));
     assert!(matches!(store.shards("nope").await, Err(Error::NotFound { .. })));
     let error = store.set_run_state("nope", RunState::Paused, "x").await.unwrap_err();
     assert_eq!(error.to_string(), "run nope not found");
@@ -115,6 +117,7 @@ async fn success_makes_next_state_the_job_state(db: &TestDatabase) {
     assert_eq!(store.unfinished_run("orders").await.unwrap(), None);
     let stored = store.run(&run.id).await.unwrap();
     assert_eq!(stored.state, RunState::Succeeded);
+    assert_eq!(store.run_status(&run.id).await.unwrap().state, RunState::Succeeded);
     assert_eq!(stored.message.as_deref(), Some("all shards done"));
 
     // A later run without a next state leaves the job state alone.

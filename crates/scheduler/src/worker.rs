@@ -191,7 +191,7 @@ impl Worker {
     /// Runs the assigned shard if it is this worker's to run. An error means
     /// nothing was claimed and the assignment should be tried again.
     async fn handle(&self, assignment: &ShardAssignment, shutdown: CancellationToken) -> anyhow::Result<Handled> {
-        let run = self.store.run(&assignment.run_id).await?;
+        let run = self.store.run_status(&assignment.run_id).await?;
         if run.state != RunState::Running {
             return Ok(Handled::Skipped("the run is not running"));
         }
@@ -219,7 +219,7 @@ impl Worker {
             .fence_commits();
         let endpoint = loaded.pipeline.source.endpoint();
         let rate_limits =
-            run_rate_limits(&self.config.rate_limits, &run.job, &run.request.pool, endpoint, loaded.spec.rate_limit);
+            run_rate_limits(&self.config.rate_limits, &run.job, &run.pool, endpoint, loaded.spec.rate_limit);
         let settings = RunSettings {
             limiter: self.config.limiter.clone(),
             rate_limits,
@@ -260,7 +260,7 @@ impl Worker {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                match store.run(&run_id).await {
+                match store.run_status(&run_id).await {
                     Ok(run) if run.state != RunState::Running => {
                         tracing::info!(run_id, state = %run.state, "the run halted: stopping its shard");
                         stop.cancel();

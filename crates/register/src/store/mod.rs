@@ -56,7 +56,7 @@ pub use sql::{Cell, Columns, Dialect, Snapshot, SqlStore, TableRows};
 pub use sqlite::{SCHEMA_VERSION, SqliteDialect, SqliteStore};
 
 use crate::model::{
-    Event, JobRecord, Lease, NewRun, QueuedRun, RunFilter, RunRecord, RunState, ShardRecord, ShardState,
+    Event, JobRecord, Lease, NewRun, QueuedRun, RunFilter, RunRecord, RunState, RunStatus, ShardRecord, ShardState,
 };
 
 /// What a store operation can fail with.
@@ -108,6 +108,10 @@ pub trait Store: Send + Sync {
 
     /// A run; [`Error::NotFound`] if missing.
     async fn run(&self, run_id: &str) -> Result<RunRecord, Error>;
+
+    /// A run's [`RunStatus`], without reading its next job state;
+    /// [`Error::NotFound`] if missing.
+    async fn run_status(&self, run_id: &str) -> Result<RunStatus, Error>;
 
     /// Creates a run in state `running` with all its shards `pending`, in one
     /// transaction. The run id is a UUIDv7 string.

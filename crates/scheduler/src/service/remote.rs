@@ -18,6 +18,11 @@
 //! offers every unfinished shard of every running run. Offers may be
 //! duplicated; the lease claim decides who runs a shard.
 //!
+//! The leader reads the ledger every `remote_poll`: a shard's slot is freed
+//! once a read shows it finished. Slots granted between two reads are
+//! offered at once, their publishes in flight together. A run keeps no more
+//! shards waiting for a slot than its job's parallelism leaves room for.
+//!
 //! Stragglers: when a worker slot would otherwise idle, the leader asks the
 //! longest-running shard past the straggler threshold (see [`straggler`]) to
 //! split, once for what it runs at its current epoch; its owner splits it at
@@ -100,23 +105,27 @@ impl Platform {
             granted,
             stop: stop.clone(),
         };
-        let poll = self.inner.config.remote_poll;
+        // Polls on a fixed beat: granted slots are offered between polls
+        // without reading the store again.
+        let mut polls = tokio::time::interval(self.inner.config.remote_poll);
+        polls.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            match remote.follow(&progress).await {
-                Ok(Some(outcome)) => return outcome,
-                Ok(None) => {}
-                Err(error) => {
-                    tracing::warn!(run_id = %run.id, error = %format!("{error:#}"), "following a remote run failed; retrying")
-                }
-            }
-            // Wake at the next poll, or sooner for a granted slot.
             tokio::select! {
                 _ = stop.cancelled() => return RunOutcome::Stopped,
-                _ = tokio::time::sleep(poll) => {}
-                Some((shard_id, slot)) = grants.recv() => remote.offer_granted(shard_id, slot).await,
-            }
-            while let Ok((shard_id, slot)) = grants.try_recv() {
-                remote.offer_granted(shard_id, slot).await;
+                _ = polls.tick() => match remote.follow(&progress).await {
+                    Ok(Some(outcome)) => return outcome,
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::warn!(run_id = %run.id, error = %format!("{error:#}"), "following a remote run failed; retrying")
+                    }
+                },
+                Some(grant) = grants.recv() => {
+                    let mut granted = vec![grant];
+                    while let Ok(grant) = grants.try_recv() {
+                        granted.push(grant);
+                    }
+                    remote.offer_granted(granted).await;
+                }
             }
         }
     }
@@ -127,7 +136,7 @@ impl RemoteRun {
     /// the run's outcome once it has one.
     async fn follow(&mut self, progress: &RunProgress) -> anyhow::Result<Option<RunOutcome>> {
         let store = self.platform.inner.store.clone();
-        let run = store.run(&self.ticket.run_id).await?;
+        let run = store.run_status(&self.ticket.run_id).await?;
         if run.state != RunState::Running {
             return Ok(Some(RunOutcome::Stopped));
         }
@@ -138,25 +147,37 @@ impl RemoteRun {
         }
         let now = self.platform.inner.clock.now();
         let ttl = chrono::Duration::from_std(self.platform.inner.config.lease_ttl).unwrap_or(chrono::Duration::MAX);
-        for record in records {
-            let shard_id = record.spec.id.clone();
+        let mut offer_again = Vec::new();
+        for record in &records {
+            let shard_id = &record.spec.id;
             if record.state.is_terminal() {
-                self.offers.remove(&shard_id);
-            } else if let Some(offer) = self.offers.get(&shard_id) {
+                self.offers.remove(shard_id);
+            } else if let Some(offer) = self.offers.get(shard_id) {
                 let moved_on = offer.epoch != record.epoch;
                 let lease_lapsed = record.state == ShardState::Running && now - offer.at >= ttl;
                 let unanswered = record.state == ShardState::Pending && now - offer.at >= offer.patience;
-                if claimable(&record, now) && (moved_on || lease_lapsed || unanswered) {
+                if claimable(record, now) && (moved_on || lease_lapsed || unanswered) {
                     // nobody took the last offer at this epoch: wait longer after this one
                     let patience = if moved_on { ttl } else { next_patience(offer.patience) };
-                    self.publish(&record, now, patience).await?;
+                    offer_again.push((record.clone(), patience));
                 }
-            } else if self.waiting.insert(shard_id.clone()) {
-                self.request_slot(&shard_id);
             }
-            self.time(&record, now);
-            self.records.insert(shard_id, record);
+            self.time(record, now);
         }
+        // The job's parallelism bounds the slots the run holds: more waiters
+        // than it leaves room for would only wait longer.
+        let room = self.ticket.job_limit.max(1).saturating_sub(self.offers.len() + self.waiting.len());
+        let unoffered = records.iter().filter(|record| {
+            let shard_id = &record.spec.id;
+            !record.state.is_terminal() && !self.offers.contains_key(shard_id) && !self.waiting.contains(shard_id)
+        });
+        let to_wait: Vec<String> = unoffered.take(room).map(|record| record.spec.id.clone()).collect();
+        for shard_id in to_wait {
+            self.request_slot(&shard_id);
+            self.waiting.insert(shard_id);
+        }
+        self.records = records.into_iter().map(|record| (record.spec.id.clone(), record)).collect();
+        self.publish(offer_again, now).await;
         self.split_straggler(now).await?;
         Ok(None)
     }
@@ -249,50 +270,65 @@ impl RemoteRun {
         });
     }
 
-    /// Offers a shard that got a slot, unless a live lease shows a worker
-    /// runs it already (after a change of leader): then the slot is only held.
-    async fn offer_granted(&mut self, shard_id: String, slot: SlotPermit) {
-        self.waiting.remove(&shard_id);
-        let Some(record) = self.records.get(&shard_id).cloned() else { return };
-        if record.state.is_terminal() {
-            return;
-        }
+    /// Offers the shards that got a slot, unless a live lease shows a worker
+    /// runs one already (after a change of leader): then its slot is only held.
+    async fn offer_granted(&mut self, granted: Vec<(String, SlotPermit)>) {
         let now = self.platform.inner.clock.now();
         let patience = self.first_patience();
-        self.offers.insert(shard_id, Offer { epoch: record.epoch, at: now, patience, _slot: slot });
-        if claimable(&record, now)
-            && let Err(error) = self.publish(&record, now, patience).await
-        {
-            // Offered again at the next poll: its offer records no epoch it had.
-            tracing::warn!(run_id = %record.run_id, shard = %record.spec.id, error = %format!("{error:#}"), "offering a shard failed");
-            if let Some(offer) = self.offers.get_mut(&record.spec.id) {
-                offer.epoch = u64::MAX;
+        let mut to_offer = Vec::new();
+        for (shard_id, slot) in granted {
+            self.waiting.remove(&shard_id);
+            let Some(record) = self.records.get(&shard_id) else { continue };
+            if record.state.is_terminal() {
+                continue;
             }
+            if claimable(record, now) {
+                to_offer.push((record.clone(), patience));
+            }
+            self.offers.insert(shard_id, Offer { epoch: record.epoch, at: now, patience, _slot: slot });
         }
+        self.publish(to_offer, now).await;
     }
 
-    /// Offers the shard; once the broker holds the offer, it is offered
-    /// again if still pending after `patience`.
-    async fn publish(
-        &mut self,
-        record: &ShardRecord,
-        now: DateTime<Utc>,
-        patience: chrono::Duration,
-    ) -> anyhow::Result<()> {
-        let assignment = ShardAssignment {
-            run_id: record.run_id.clone(),
-            shard_id: record.spec.id.clone(),
-            pool: self.ticket.pool.clone(),
-            priority: u8::try_from(self.ticket.priority.clamp(0, i32::from(u8::MAX))).unwrap_or(u8::MAX),
-        };
-        self.dispatcher.publish(&assignment).await?;
-        metrics::counter!("haul_shards_offered_total", "pool" => self.ticket.pool.clone()).increment(1);
-        if let Some(offer) = self.offers.get_mut(&record.spec.id) {
-            offer.patience = patience;
-            offer.epoch = record.epoch;
-            offer.at = now;
+    /// Offers each shard, all at once; once the broker holds a shard's
+    /// offer, it is offered again if still pending after its patience. A
+    /// shard whose offer failed is offered again at the next poll: its offer
+    /// records no epoch it had.
+    async fn publish(&mut self, offers: Vec<(ShardRecord, chrono::Duration)>, now: DateTime<Utc>) {
+        let mut publishing = tokio::task::JoinSet::new();
+        for (record, patience) in offers {
+            let assignment = ShardAssignment {
+                run_id: record.run_id.clone(),
+                shard_id: record.spec.id.clone(),
+                pool: self.ticket.pool.clone(),
+                priority: u8::try_from(self.ticket.priority.clamp(0, i32::from(u8::MAX))).unwrap_or(u8::MAX),
+            };
+            let dispatcher = self.dispatcher.clone();
+            publishing.spawn(async move {
+                let published = dispatcher.publish(&assignment).await;
+                (record, patience, published)
+            });
         }
-        Ok(())
+        while let Some(joined) = publishing.join_next().await {
+            let Ok((record, patience, published)) = joined else { continue };
+            let offer = self.offers.get_mut(&record.spec.id);
+            match published {
+                Ok(()) => {
+                    metrics::counter!("haul_shards_offered_total", "pool" => self.ticket.pool.clone()).increment(1);
+                    if let Some(offer) = offer {
+                        offer.patience = patience;
+                        offer.epoch = record.epoch;
+                        offer.at = now;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(run_id = %record.run_id, shard = %record.spec.id, error = %format!("{error:#}"), "offering a shard failed");
+                    if let Some(offer) = offer {
+                        offer.epoch = u64::MAX;
+                    }
+                }
+            }
+        }
     }
 
     /// How long a shard may stay pending after its first offer at an epoch: a lease ttl.

@@ -7,6 +7,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use anyhow::Context;
+use haul_common::duration::HumanDuration;
 use haul_register::dispatch::{Dispatcher, RabbitDispatcher};
 use haul_register::limiter::{Limiter, LimiterOptions};
 use haul_register::redis_link::RedisOptions;
@@ -77,11 +78,20 @@ pub struct DispatchFile {
     /// Shards offered per live worker slot: above 1, each worker has the
     /// next shards waiting in its queue as it finishes one.
     pub depth: NonZeroU32,
+    /// How often the leading server looks at the shards of the runs the
+    /// workers run, to see those that finished and offer the next ones in
+    /// their slots (servers only).
+    pub poll: HumanDuration,
 }
 
 impl Default for DispatchFile {
     fn default() -> Self {
-        DispatchFile { url: None, prefix: "haul".to_string(), depth: NonZeroU32::new(2).expect("2 is not zero") }
+        DispatchFile {
+            url: None,
+            prefix: "haul".to_string(),
+            depth: NonZeroU32::new(2).expect("2 is not zero"),
+            poll: HumanDuration(haul_scheduler::service::ServiceConfig::default().remote_poll),
+        }
     }
 }
 

@@ -133,6 +133,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     file.listen = args.listen.unwrap_or(file.listen);
     file.state_dir = args.state_dir.unwrap_or(file.state_dir);
     let distributed = file.dispatch.url.is_some();
+    anyhow::ensure!(!file.dispatch.poll.0.is_zero(), "`[dispatch] poll` must be above zero");
     // A server of a cluster may leave the shards to the workers.
     file.slots = args.slots.unwrap_or(file.slots).max(usize::from(!distributed));
     let store_url =
@@ -172,8 +173,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
         limiter: file.limiter.open()?,
         rate_limits: rate_limits.clone(),
         remote_workers: remote_workers.clone(),
+        remote_poll: file.dispatch.poll.0,
         leading: leadership.as_ref().map_or_else(|| tokio::sync::watch::channel(true).1, |l| l.watch()),
-        ..ServiceConfig::default()
     };
     let stop = shutdown::on_signal();
     let plugins = Arc::new(job_loader::builtin_registry());
@@ -248,6 +249,14 @@ mod tests {
     fn limiter_of(config: &str) -> anyhow::Result<String> {
         let file: ServerFile = toml::from_str(config)?;
         Ok(format!("{:?}", file.limiter.open()?))
+    }
+
+    #[test]
+    fn the_dispatch_table_sets_how_often_the_leader_looks_at_remote_runs() {
+        let file: ServerFile = toml::from_str("[dispatch]\npoll = \"50ms\"").unwrap();
+        assert_eq!(file.dispatch.poll.0, Duration::from_millis(50));
+        let file: ServerFile = toml::from_str("").unwrap();
+        assert_eq!(file.dispatch.poll.0, ServiceConfig::default().remote_poll);
     }
 
     #[tokio::test]

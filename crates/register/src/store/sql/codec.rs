@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::{Database, Decode, Row, Type};
 
-use crate::model::{Event, JobRecord, Lease, RunRecord, RunRequest, ShardRecord};
+use crate::model::{Event, JobRecord, Lease, RunRecord, RunRequest, RunStatus, ShardRecord};
 use crate::store::Error;
 
 /// The column reads the store needs, by column name, from any backend's row.
@@ -79,6 +79,17 @@ pub(in crate::store) fn decode_run(row: &impl Columns) -> Result<RunRecord, Erro
         },
         started_at: optional_time(row.optional_integer("started_at")?)?,
         finished_at: optional_time(row.optional_integer("finished_at")?)?,
+    })
+}
+
+/// A run's status, as selected with `id, job, spec_hash, state, pool`.
+pub(in crate::store) fn decode_run_status(row: &impl Columns) -> Result<RunStatus, Error> {
+    Ok(RunStatus {
+        id: row.text("id")?,
+        job: row.text("job")?,
+        spec_hash: row.text("spec_hash")?,
+        state: parse_state(&row.text("state")?)?,
+        pool: row.text("pool")?,
     })
 }
 

@@ -11,12 +11,14 @@ use haul_collect_core::runtime::ResumePoint;
 use sqlx::Database;
 
 use super::codec::{
-    decode_event, decode_job, decode_resume_point, decode_run, decode_shard, from_json, lease_held, parse_state,
-    to_i64, to_json, to_u64, ttl_ms,
+    decode_event, decode_job, decode_resume_point, decode_run, decode_run_status, decode_shard, from_json, lease_held,
+    parse_state, to_i64, to_json, to_u64, ttl_ms,
 };
-use super::{Columns, Dialect, HELD_LEASE, RUN_COLUMNS, RowsAffected, SHARD_COLUMNS, Snapshot, SqlStore};
+use super::{
+    Columns, Dialect, HELD_LEASE, RUN_COLUMNS, RUN_STATUS_COLUMNS, RowsAffected, SHARD_COLUMNS, Snapshot, SqlStore,
+};
 use crate::model::{
-    Event, JobRecord, Lease, NewRun, QueuedRun, RunFilter, RunRecord, RunState, ShardRecord, ShardState,
+    Event, JobRecord, Lease, NewRun, QueuedRun, RunFilter, RunRecord, RunState, RunStatus, ShardRecord, ShardState,
 };
 use crate::store::split::{SPLIT, SPLIT_REQUESTED, split_reasons};
 use crate::store::{Error, Store};
@@ -68,6 +70,17 @@ where
             .await?;
         match row {
             Some(row) => decode_run(&row),
+            None => Err(Error::NotFound { what: format!("run {run_id}") }),
+        }
+    }
+
+    async fn run_status(&self, run_id: &str) -> Result<RunStatus, Error> {
+        let row = sqlx::query(D::sql(&format!("SELECT {RUN_STATUS_COLUMNS} FROM runs WHERE id = ?")))
+            .bind(run_id)
+            .fetch_optional(&self.reader)
+            .await?;
+        match row {
+            Some(row) => decode_run_status(&row),
             None => Err(Error::NotFound { what: format!("run {run_id}") }),
         }
     }

@@ -351,6 +351,9 @@ where
     }
 }
 
+/// The columns of a run's [`RunStatus`](crate::model::RunStatus).
+const RUN_STATUS_COLUMNS: &str = "id, job, spec_hash, state, pool";
+
 const RUN_COLUMNS: &str = "id, job, spec_hash, mode, state, next_state, message, created_at, updated_at, \
      \"trigger\", scheduled_for, priority, pool, params, attempt, started_at, finished_at";
 

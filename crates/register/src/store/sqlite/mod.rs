@@ -26,11 +26,12 @@ use sqlx::{Row, SqliteConnection};
 
 use super::split::{SPLIT, SPLIT_REQUESTED, split_reasons};
 use super::sql::codec::{
-    decode_run, decode_shard, from_json, lease_held, mode_name, parse_state, time, to_i64, to_json, to_u64, ttl_ms,
+    decode_run, decode_run_status, decode_shard, from_json, lease_held, mode_name, parse_state, time, to_i64, to_json,
+    to_u64, ttl_ms,
 };
 use super::{Error, Snapshot, Store};
 use crate::model::{
-    Event, JobRecord, Lease, NewRun, QueuedRun, RunFilter, RunRecord, RunState, ShardRecord, ShardState,
+    Event, JobRecord, Lease, NewRun, QueuedRun, RunFilter, RunRecord, RunState, RunStatus, ShardRecord, ShardState,
 };
 use group_commit::{GroupCommit, grouped_write};
 
@@ -358,6 +359,17 @@ impl Store for SqliteStore {
             .await?;
         match row {
             Some(row) => decode_run(&row),
+            None => Err(Error::NotFound { what: format!("run {run_id}") }),
+        }
+    }
+
+    async fn run_status(&self, run_id: &str) -> Result<RunStatus, Error> {
+        let row = sqlx::query("SELECT id, job, spec_hash, state, pool FROM runs WHERE id = ?")
+            .bind(run_id)
+            .fetch_optional(&self.reader)
+            .await?;
+        match row {
+            Some(row) => decode_run_status(&row),
             None => Err(Error::NotFound { what: format!("run {run_id}") }),
         }
     }
