@@ -57,8 +57,6 @@ pub struct WorkerConfig {
     pub limiter: Arc<dyn Limiter>,
     /// Rate limits that replace the job files' `[rate_limit]`, by job name.
     pub rate_limits: watch::Receiver<RateLimitOverrides>,
-    /// How often a running shard checks that its run still runs.
-    pub run_check: Duration,
 }
 
 /// The worker agent; see the module documentation.
@@ -254,9 +252,11 @@ impl Worker {
     }
 
     /// Cancels `stop` once the run leaves the running state (paused,
-    /// cancelled, or finished by another shard's failure).
+    /// cancelled, or finished by another shard's failure); it looks as
+    /// often as the shard's lease is renewed.
     fn stop_when_run_halts(&self, run_id: &str, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
-        let (store, run_id, every) = (self.store.clone(), run_id.to_string(), self.config.run_check);
+        let every = (self.config.lease_ttl / 3).max(Duration::from_millis(100));
+        let (store, run_id) = (self.store.clone(), run_id.to_string());
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;

@@ -72,7 +72,6 @@ async fn a_remote_run_holds_no_more_than_its_parallelism_and_finishes_on_a_worke
             state_dir: dir.path().join("worker"),
             limiter: Arc::new(InProcessLimiter::new()),
             rate_limits: watch::channel(RateLimitOverrides::new()).1,
-            run_check: Duration::from_secs(1),
         },
     );
     let working = tokio::spawn({

@@ -234,7 +234,6 @@ fn worker_config(file: &ServerFile, service: &ServiceConfig) -> WorkerConfig {
         state_dir: file.state_dir.clone(),
         limiter: service.limiter.clone(),
         rate_limits: service.rate_limits.clone(),
-        run_check: (service.lease_ttl / 3).max(Duration::from_millis(100)),
     }
 }
 

@@ -105,7 +105,6 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         state_dir: file.state_dir.clone(),
         limiter: file.limiter.open()?,
         rate_limits,
-        run_check: (file.lease_ttl.0 / 3).max(Duration::from_millis(100)),
     };
     let worker = Worker::new(store, Arc::new(job_loader::builtin_registry()), dispatcher, config);
     let mut labels = file.labels.clone();
