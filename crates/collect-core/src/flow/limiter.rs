@@ -90,6 +90,10 @@ pub trait Limiter: Send + Sync + std::fmt::Debug {
 
     /// Waits until `n` permits of `key` have been taken, in chunks of at most
     /// the burst. Dropping the future stops waiting; chunks already taken stay taken.
+    ///
+    /// Each wait is the advised one plus a random part of one interval: callers
+    /// that all slept exactly the advised wait would wake in the same order
+    /// every time, and the one that lost a permit once would lose it forever.
     async fn acquire(&self, key: &str, limit: Limit, n: u64) {
         let mut remaining = n;
         let mut largest_chunk = limit.burst().get();
@@ -97,13 +101,18 @@ pub trait Limiter: Send + Sync + std::fmt::Debug {
             let chunk = remaining.min(u64::from(largest_chunk)) as u32;
             match self.try_acquire(key, limit, chunk).await {
                 Ok(Admission::Granted) => remaining -= u64::from(chunk),
-                Ok(Admission::RetryAfter(wait)) => tokio::time::sleep(wait).await,
+                Ok(Admission::RetryAfter(wait)) => tokio::time::sleep(wait + jitter(limit.interval())).await,
                 Err(Error::ExceedsBurst { burst, .. }) if (1..chunk).contains(&burst) => largest_chunk = burst,
                 // a backend refusing a chunk within its own burst: waiting would never end
                 Err(Error::ExceedsBurst { .. }) => return,
             }
         }
     }
+}
+
+/// A uniformly random duration below `interval`.
+fn jitter(interval: Duration) -> Duration {
+    interval.mul_f64(rand::random::<f64>())
 }
 
 #[cfg(test)]
