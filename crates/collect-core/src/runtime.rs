@@ -31,7 +31,8 @@ use crate::progress::{RunProgress, ShardCounters, ShardPhase, ShardProgress};
 use crate::transient::is_transient;
 use crate::{Checkpoint, Processor, Rejected, ShardSpec, ShardWriter, Sink, Source, SourceBatch};
 
-/// The plugins of a job, built.
+/// The plugins of a job, built; clones share them.
+#[derive(Clone)]
 pub struct Pipeline {
     pub source: Arc<dyn Source>,
     pub processors: Vec<Arc<dyn Processor>>,

@@ -13,7 +13,9 @@ use haul_collect_core::job::Mode;
 use haul_collect_core::plugin::{Checkpoint, Plan, ShardSpec};
 use haul_collect_core::progress::ShardCounters;
 use haul_collect_core::runtime::ResumePoint;
-use haul_register::model::{NewRun, QueuedRun, RunFilter, RunRequest, RunState, RunStatus, RunTrigger, ShardState};
+use haul_register::model::{
+    NewRun, QueuedRun, RunFilter, RunRequest, RunState, RunStatus, RunTrigger, ShardRecord, ShardState,
+};
 use haul_register::store::{Error, SCHEMA_VERSION, SqliteStore, Store};
 use haul_register::testing::{Backend, TestDatabase};
 use serde_json::json;
@@ -197,6 +199,35 @@ async fn set_run_state_follows_the_transition_table_for_every_pair(db: &TestData
             }
         }
     }
+}
+
+async fn a_follower_reads_the_shards_in_flight_the_named_ones_and_the_next_pending(db: &TestDatabase) {
+    let store = db.open().await;
+    // plan order: s6, s5, s4, s3, s2, s1
+    let run = store.create_run(new_run("orders", 6)).await.unwrap();
+    let (done, _) = store.claim_shard(&run.id, "s6", "worker-a", LONG).await.unwrap().unwrap();
+    store.finish_shard(&done, ShardState::Succeeded, &reached(1, 1), None).await.unwrap();
+    store.claim_shard(&run.id, "s3", "worker-a", LONG).await.unwrap().unwrap();
+    store.claim_shard(&run.id, "s5", "worker-b", LONG).await.unwrap().unwrap();
+
+    let ids = |shards: &[ShardRecord]| shards.iter().map(|shard| shard.spec.id.clone()).collect::<Vec<_>>();
+    let named = ["s6".to_string(), "s5".to_string(), "s4".to_string()];
+    let followed = store.shards_to_follow(&run.id, 2, &named).await.unwrap();
+    let followed_ids = ids(&followed);
+    let (in_flight, queued) = followed_ids.split_at(4);
+    let mut in_flight = in_flight.to_vec();
+    in_flight.sort();
+    assert_eq!(in_flight, ["s3", "s4", "s5", "s6"], "running and named, each once");
+    assert_eq!(queued, ["s2", "s1"], "the next pending ones in plan order, not the named s4");
+    let s6 = followed.iter().find(|shard| shard.spec.id == "s6").unwrap();
+    assert_eq!(s6.state, ShardState::Succeeded);
+
+    let running = ids(&store.shards_to_follow(&run.id, 0, &[]).await.unwrap());
+    assert_eq!(running.len(), 2);
+    assert!(running.contains(&"s3".to_string()) && running.contains(&"s5".to_string()), "{running:?}");
+    let first_pending = store.shards_to_follow(&run.id, 1, &[]).await.unwrap();
+    assert_eq!(ids(&first_pending)[2..], ["s4"]);
+    assert!(store.shards_to_follow("missing", 5, &named).await.unwrap().is_empty());
 }
 
 async fn leases_fence_out_a_stale_owner(db: &TestDatabase) {
@@ -710,6 +741,7 @@ conformance!(
     a_scheduled_run_queued_from_many_connections_is_created_once,
     an_export_imports_into_an_empty_store_of_every_backend,
     a_running_shard_splits_under_its_lease,
+    a_follower_reads_the_shards_in_flight_the_named_ones_and_the_next_pending,
 );
 
 /// What only a SQLite file has: reopening it, and its persisted format.
@@ -762,7 +794,7 @@ mod sqlite_file {
     #[tokio::test]
     async fn persisted_format_is_stable() {
         let f = fixture().await;
-        assert_eq!(SCHEMA_VERSION, 3);
+        assert_eq!(SCHEMA_VERSION, 4);
         assert_eq!(f.store.schema_version().await.unwrap(), SCHEMA_VERSION);
 
         let new = NewRun {

@@ -12,9 +12,10 @@
 //!   unreachable) goes back to its queue for another try.
 //! - A shard whose job cannot be built here fails with the reason, so its run
 //!   ends instead of waiting.
-//! - While a shard runs, the worker watches its run: once it is paused or
-//!   cancelled, the shard commits, checkpoints and releases at its next batch
-//!   boundary.
+//! - A run is built once on a worker and shared by its shards there (see
+//!   [`prepared`]); the worker watches the run's state, and once it is paused
+//!   or cancelled, its shards commit, checkpoint and release at their next
+//!   batch boundary.
 //! - A running shard the leader asks to split (a straggler) is split at its
 //!   next checkpoint, when its source can: the worker goes on with the part
 //!   it keeps, and the leader offers the new shard to an idle worker.
@@ -27,19 +28,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use haul_collect_core::assemble;
 use haul_collect_core::registry::PluginRegistry;
-use haul_collect_core::runtime::{RunOutcome, RunSettings, execute, progress_for};
+use haul_collect_core::runtime::{RunOutcome, execute, progress_for};
 use haul_common::shutdown::CancellationToken;
 use haul_register::dispatch::{Delivery, Dispatcher, ShardAssignment};
 use haul_register::ledger::StoreLedger;
 use haul_register::limiter::Limiter;
-use haul_register::{RunState, ShardState, Store};
+use haul_register::{ShardState, Store};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
 
-use crate::service::settings::stored_source;
-use crate::service::{RateLimitOverrides, run_rate_limits};
+use crate::service::RateLimitOverrides;
+
+mod prepared;
+
+use prepared::{Preparation, PreparedRuns, RunBuilder};
 
 /// How a worker runs.
 #[derive(Clone)]
@@ -62,8 +65,8 @@ pub struct WorkerConfig {
 /// The worker agent; see the module documentation.
 pub struct Worker {
     store: Arc<dyn Store>,
-    plugins: Arc<PluginRegistry>,
     dispatcher: Arc<dyn Dispatcher>,
+    runs: Arc<PreparedRuns>,
     config: WorkerConfig,
     load: watch::Sender<u32>,
 }
@@ -83,7 +86,16 @@ impl Worker {
         dispatcher: Arc<dyn Dispatcher>,
         config: WorkerConfig,
     ) -> Arc<Self> {
-        Arc::new(Worker { store, plugins, dispatcher, config, load: watch::Sender::new(0) })
+        let runs = PreparedRuns::new(RunBuilder {
+            store: store.clone(),
+            plugins,
+            state_dir: config.state_dir.clone(),
+            limiter: config.limiter.clone(),
+            rate_limits: config.rate_limits.clone(),
+            // as often as a shard's lease is renewed
+            watch_every: (config.lease_ttl / 3).max(Duration::from_millis(100)),
+        });
+        Arc::new(Worker { store, dispatcher, runs, config, load: watch::Sender::new(0) })
     }
 
     /// The shards running here now, for the worker's registry entry.
@@ -189,46 +201,41 @@ impl Worker {
     /// Runs the assigned shard if it is this worker's to run. An error means
     /// nothing was claimed and the assignment should be tried again.
     async fn handle(&self, assignment: &ShardAssignment, shutdown: CancellationToken) -> anyhow::Result<Handled> {
-        let run = self.store.run_status(&assignment.run_id).await?;
-        if run.state != RunState::Running {
-            return Ok(Handled::Skipped("the run is not running"));
-        }
+        let prepared = match self.runs.get(&assignment.run_id).await? {
+            Preparation::Ready(prepared) => prepared,
+            Preparation::NotRunning => return Ok(Handled::Skipped("the run is not running")),
+            Preparation::Unbuildable(error) => return self.fail_unbuildable(assignment, &error).await,
+        };
         let record = self.store.shard(&assignment.run_id, &assignment.shard_id).await?;
         if record.state.is_terminal() {
             return Ok(Handled::Skipped("the shard is finished"));
         }
-        let job = self.store.job(&run.job).await?;
-        let loaded = if job.spec_hash == run.spec_hash {
-            assemble::load(stored_source(&job), &job.name, &self.plugins).map_err(anyhow::Error::from)
-        } else {
-            Err(anyhow::anyhow!("the job changed since the run was planned; retry the run to plan it again"))
-        };
-        let dead_letters = loaded.and_then(|loaded| {
-            let dead_letters = assemble::dead_letters(&loaded, &self.plugins, &self.config.state_dir)?;
-            Ok((loaded, dead_letters))
-        });
-        let (loaded, dead_letters) = match dead_letters {
-            Ok(built) => built,
-            Err(error) => return self.fail_unbuildable(assignment, &error).await,
-        };
-
+        let run = &prepared.run;
         let ledger = StoreLedger::new(self.store.clone(), &run.id, &self.config.id, self.config.lease_ttl)
             .only_free_shards()
             .fence_commits();
-        let endpoint = loaded.pipeline.source.endpoint();
-        let rate_limits =
-            run_rate_limits(&self.config.rate_limits, &run.job, &run.pool, endpoint, loaded.spec.rate_limit);
-        let settings = RunSettings {
-            limiter: self.config.limiter.clone(),
-            rate_limits,
-            ..RunSettings::for_job(&loaded.spec, &run.id)
-        };
         let shards = vec![record.spec];
         let progress = progress_for(&shards);
+        // The shard stops at its next batch boundary on shutdown or once its run halts.
         let stop = shutdown.child_token();
-        let watching = self.stop_when_run_halts(&run.id, stop.clone());
-        let report = execute(loaded.pipeline, settings, shards, Arc::new(ledger), dead_letters, progress, stop).await;
-        watching.abort();
+        let halting = tokio::spawn({
+            let (halted, stop) = (prepared.halted.clone(), stop.clone());
+            async move {
+                halted.cancelled().await;
+                stop.cancel()
+            }
+        });
+        let report = execute(
+            prepared.pipeline.clone(),
+            prepared.settings.clone(),
+            shards,
+            Arc::new(ledger),
+            prepared.dead_letters.clone(),
+            progress,
+            stop,
+        )
+        .await;
+        halting.abort();
         let labels = [("job", run.job.clone())];
         metrics::counter!("haul_records_read_total", &labels).increment(report.totals.records_read);
         metrics::counter!("haul_records_written_total", &labels).increment(report.totals.records_written);
@@ -249,28 +256,5 @@ impl Worker {
         tracing::error!(run_id = %assignment.run_id, shard = %assignment.shard_id, reason, "failing the shard");
         self.store.finish_shard(&lease, ShardState::Failed, &resume, Some(&reason)).await?;
         Ok(Handled::Ran(RunOutcome::Failed(vec![reason])))
-    }
-
-    /// Cancels `stop` once the run leaves the running state (paused,
-    /// cancelled, or finished by another shard's failure); it looks as
-    /// often as the shard's lease is renewed.
-    fn stop_when_run_halts(&self, run_id: &str, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
-        let every = (self.config.lease_ttl / 3).max(Duration::from_millis(100));
-        let (store, run_id) = (self.store.clone(), run_id.to_string());
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                match store.run_status(&run_id).await {
-                    Ok(run) if run.state != RunState::Running => {
-                        tracing::info!(run_id, state = %run.state, "the run halted: stopping its shard");
-                        stop.cancel();
-                        return;
-                    }
-                    Ok(_) => {}
-                    // A store outage is the ledger's to ride out.
-                    Err(error) => tracing::debug!(run_id, error = %error, "checking the run's state failed"),
-                }
-            }
-        })
     }
 }

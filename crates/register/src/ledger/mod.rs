@@ -80,11 +80,14 @@ impl StoreLedger {
         self
     }
 
-    /// Makes every writer commit first renew the lease, a conditional update
-    /// on its epoch: a worker frozen past its lease (whose shard another
-    /// worker took) fails there instead of publishing output. What remains is
-    /// a freeze between that renewal and the commit itself; sinks that
-    /// upsert by key are exact regardless.
+    /// Makes every writer commit first make sure of the lease: unless this
+    /// process's clock shows at least half a ttl of it left, it is renewed, a
+    /// conditional update on its epoch. A worker frozen past its lease (whose
+    /// shard another worker took) fails there instead of publishing output.
+    /// What remains is a freeze of over half a ttl between that check and the
+    /// commit itself; sinks that upsert by key are exact regardless. (A lease
+    /// is only taken from an owner once it expired, or from a process that
+    /// restarted under the same name: its predecessor is gone.)
     pub fn fence_commits(mut self) -> Self {
         self.fence_commits = true;
         self
@@ -278,10 +281,16 @@ impl Ledger for StoreLedger {
     }
 
     /// Renews the lease before a commit when built [`StoreLedger::fence_commits`],
-    /// retrying through an outage while the lease may be live.
+    /// retrying through an outage while the lease may be live. A lease this
+    /// process knows to hold for at least half a ttl more needs no renewal:
+    /// its clock counts a freeze too, so a worker frozen past its lease
+    /// still renews here, and fails.
     async fn fence(&self, shard: &ShardSpec) -> anyhow::Result<()> {
         if self.fence_commits {
             let (lease, clock) = self.lease(shard)?;
+            if clock.expires() >= Instant::now() + self.ttl / 2 {
+                return Ok(());
+            }
             renew(self.store.as_ref(), &self.reachability, &lease, &clock, self.ttl)
                 .await
                 .map_err(Failure::into_anyhow)?;
@@ -385,6 +394,29 @@ mod tests {
 
         second.finish(&shard, &ShardOutcome::Succeeded, &saved).await.unwrap();
         assert_eq!(second.acquire(&shard).await.unwrap(), None, "a finished shard is not run again");
+    }
+
+    #[tokio::test]
+    async fn a_fresh_lease_fences_a_commit_without_the_store_and_a_lost_one_fails_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, run_id, shard) = store_with_run(dir.path()).await;
+        let ttl = Duration::from_millis(400);
+        let first = StoreLedger::new(store.clone(), &run_id, "first", ttl).fence_commits();
+        first.acquire(&shard).await.unwrap().unwrap();
+        let claimed = store.shard(&run_id, &shard.id).await.unwrap().lease_expires_at;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        first.fence(&shard).await.unwrap();
+        assert_eq!(store.shard(&run_id, &shard.id).await.unwrap().lease_expires_at, claimed, "no renewal");
+
+        // Another owner takes the shard over; once the first one's clock no
+        // longer vouches for its lease, its commits go to the store and fail.
+        store.expire_leases_of("first").await.unwrap();
+        let second = StoreLedger::new(store.clone(), &run_id, "second", ttl);
+        second.acquire(&shard).await.unwrap().unwrap();
+        tokio::time::sleep(ttl).await;
+        let fenced = first.fence(&shard).await;
+        assert!(fenced.is_err(), "a commit under a lost lease went through");
+        second.fence(&shard).await.unwrap();
     }
 
     #[tokio::test]

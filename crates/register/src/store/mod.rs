@@ -215,6 +215,13 @@ pub trait Store: Send + Sync {
     /// One shard of a run; [`Error::NotFound`] if missing.
     async fn shard(&self, run_id: &str, shard_id: &str) -> Result<ShardRecord, Error>;
 
+    /// What a follower of a running run reads each time it looks: every
+    /// running shard of the run and the shards named in `also` (whatever
+    /// their state), each once, then the run's first `pending` pending shards
+    /// in the plan's order that are not named. Costs the shards in flight,
+    /// not the whole run. A missing run has no shards.
+    async fn shards_to_follow(&self, run_id: &str, pending: u32, also: &[String]) -> Result<Vec<ShardRecord>, Error>;
+
     /// Queues a `pending` run without a plan. Idempotent on job, trigger and
     /// `scheduled_for` (when set): returns the existing run and `false` when
     /// that run exists already, the new run and `true` otherwise.

@@ -41,6 +41,7 @@ impl Dialect for MySqlDialect {
             ("init", include_str!("../../migrations/mysql/0001_init.sql")),
             ("platform", include_str!("../../migrations/mysql/0002_platform.sql")),
             ("split", include_str!("../../migrations/mysql/0003_split.sql")),
+            ("follow", include_str!("../../migrations/mysql/0004_follow.sql")),
         ])
     }
 }

@@ -38,6 +38,7 @@ impl Dialect for PostgresDialect {
             ("init", include_str!("../../migrations/postgres/0001_init.sql")),
             ("platform", include_str!("../../migrations/postgres/0002_platform.sql")),
             ("split", include_str!("../../migrations/postgres/0003_split.sql")),
+            ("follow", include_str!("../../migrations/postgres/0004_follow.sql")),
         ])
     }
 }

@@ -18,10 +18,14 @@
 //! offers every unfinished shard of every running run. Offers may be
 //! duplicated; the lease claim decides who runs a shard.
 //!
-//! The leader reads the ledger every `remote_poll`: a shard's slot is freed
-//! once a read shows it finished. Slots granted between two reads are
-//! offered at once, their publishes in flight together. A run keeps no more
-//! shards waiting for a slot than its job's parallelism leaves room for.
+//! The leader looks at the ledger at least every `remote_poll`, and sooner
+//! while shards finish (see [`LookBeat`]); a look reads only the shards in
+//! flight, those it tracks and the next pending ones
+//! ([`Store::shards_to_follow`](haul_register::Store::shards_to_follow)),
+//! so it costs what runs, not the whole run. A shard's slot is freed once a
+//! look shows it finished. Slots granted between two looks are offered at
+//! once, their publishes in flight together. A run keeps no more shards
+//! waiting for a slot than its job's parallelism leaves room for.
 //!
 //! Stragglers: when a worker slot would otherwise idle, the leader asks the
 //! longest-running shard past the straggler threshold (see [`straggler`]) to
@@ -67,8 +71,12 @@ struct RemoteRun {
     offers: HashMap<String, Offer>,
     /// Shards waiting for a slot.
     waiting: HashSet<String>,
-    /// The latest record of every shard.
+    /// The latest record of every unfinished shard read at the last look.
     records: HashMap<String, ShardRecord>,
+    /// Whether the last look saw shards finish: the next comes sooner.
+    finished_since_last_look: bool,
+    /// Each shard's place in the run's progress.
+    progress_index: HashMap<String, usize>,
     /// When each running shard was first seen running, at which epoch.
     running_since: HashMap<String, (u64, DateTime<Utc>)>,
     /// How long each finished shard ran, as far as the leader saw.
@@ -99,25 +107,34 @@ impl Platform {
             offers: HashMap::new(),
             waiting: HashSet::new(),
             records: HashMap::new(),
+            finished_since_last_look: false,
+            progress_index: progress
+                .shards
+                .iter()
+                .enumerate()
+                .map(|(index, shard)| (shard.id.clone(), index))
+                .collect(),
             running_since: HashMap::new(),
             finished: HashMap::new(),
             split_asked: HashMap::new(),
             granted,
             stop: stop.clone(),
         };
-        // Polls on a fixed beat: granted slots are offered between polls
-        // without reading the store again.
-        let mut polls = tokio::time::interval(self.inner.config.remote_poll);
-        polls.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Granted slots are offered between looks without reading the store again.
+        let mut beat = LookBeat::new(self.inner.config.remote_poll);
+        let mut next_look = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return RunOutcome::Stopped,
-                _ = polls.tick() => match remote.follow(&progress).await {
-                    Ok(Some(outcome)) => return outcome,
-                    Ok(None) => {}
-                    Err(error) => {
-                        tracing::warn!(run_id = %run.id, error = %format!("{error:#}"), "following a remote run failed; retrying")
+                _ = tokio::time::sleep_until(next_look) => {
+                    match remote.follow(&progress).await {
+                        Ok(Some(outcome)) => return outcome,
+                        Ok(None) => {}
+                        Err(error) => {
+                            tracing::warn!(run_id = %run.id, error = %format!("{error:#}"), "following a remote run failed; retrying")
+                        }
                     }
+                    next_look = tokio::time::Instant::now() + beat.next(remote.finished_since_last_look);
                 },
                 Some(grant) = grants.recv() => {
                     let mut granted = vec![grant];
@@ -140,8 +157,12 @@ impl RemoteRun {
         if run.state != RunState::Running {
             return Ok(Some(RunOutcome::Stopped));
         }
-        let records = store.shards(&self.ticket.run_id).await?;
-        show_progress(progress, &records);
+        // Enough pending shards to fill the room once every offer finished,
+        // and at least one, so a run with any left is never taken for done.
+        let fill = self.ticket.job_limit.saturating_sub(self.waiting.len()).max(1);
+        let pending = u32::try_from(fill).unwrap_or(u32::MAX);
+        let records = store.shards_to_follow(&self.ticket.run_id, pending, &self.tracked()).await?;
+        self.show_progress(progress, &records);
         if records.iter().all(|record| record.state.is_terminal()) {
             return Ok(Some(RunOutcome::Succeeded));
         }
@@ -164,22 +185,53 @@ impl RemoteRun {
             }
             self.time(record, now);
         }
-        // The job's parallelism bounds the slots the run holds: more waiters
-        // than it leaves room for would only wait longer.
-        let room = self.ticket.job_limit.max(1).saturating_sub(self.offers.len() + self.waiting.len());
         let unoffered = records.iter().filter(|record| {
             let shard_id = &record.spec.id;
             !record.state.is_terminal() && !self.offers.contains_key(shard_id) && !self.waiting.contains(shard_id)
         });
-        let to_wait: Vec<String> = unoffered.take(room).map(|record| record.spec.id.clone()).collect();
+        let to_wait: Vec<String> = unoffered.take(self.room()).map(|record| record.spec.id.clone()).collect();
         for shard_id in to_wait {
             self.request_slot(&shard_id);
             self.waiting.insert(shard_id);
         }
-        self.records = records.into_iter().map(|record| (record.spec.id.clone(), record)).collect();
+        self.finished_since_last_look = records.iter().any(|record| record.state.is_terminal());
+        self.records = records
+            .into_iter()
+            .filter(|record| !record.state.is_terminal())
+            .map(|record| (record.spec.id.clone(), record))
+            .collect();
         self.publish(offer_again, now).await;
         self.split_straggler(now).await?;
         Ok(None)
+    }
+
+    /// How many more shards the run may hold or wait for: the job's
+    /// parallelism bounds its slots, and more waiters than it leaves room for
+    /// would only wait longer.
+    fn room(&self) -> usize {
+        self.ticket.job_limit.max(1).saturating_sub(self.offers.len() + self.waiting.len())
+    }
+
+    /// The shards this leader keeps track of, whatever their state now:
+    /// offered, waiting for a slot, or last seen running.
+    fn tracked(&self) -> Vec<String> {
+        let mut tracked: HashSet<&String> = self.offers.keys().collect();
+        tracked.extend(&self.waiting);
+        tracked.extend(self.running_since.keys());
+        tracked.into_iter().cloned().collect()
+    }
+
+    /// Shows the workers' progress on the shards read, as far as their checkpoints tell.
+    fn show_progress(&self, progress: &RunProgress, records: &[ShardRecord]) {
+        for record in records {
+            let Some(&index) = self.progress_index.get(&record.spec.id) else { continue };
+            let shard = &progress.shards[index];
+            shard.subtract(shard.counters());
+            shard.add(record.counters);
+            if record.state == ShardState::Succeeded {
+                shard.set_phase(ShardPhase::Done);
+            }
+        }
     }
 
     /// Follows how long each shard runs.
@@ -354,19 +406,37 @@ fn claimable(record: &ShardRecord, now: DateTime<Utc>) -> bool {
     }
 }
 
-/// Shows the workers' progress, as far as their checkpoints tell.
-fn show_progress(progress: &RunProgress, records: &[ShardRecord]) {
-    for (shard, record) in progress.shards.iter().zip(records) {
-        shard.subtract(shard.counters());
-        shard.add(record.counters);
-        if record.state == ShardState::Succeeded {
-            shard.set_phase(ShardPhase::Done);
-        }
-    }
+/// The longest the leader waits between looks at a remote run's shards.
+pub const DEFAULT_REMOTE_POLL: Duration = Duration::from_millis(200);
+
+/// How often the leader looks at a run: a look that saw shards finish is
+/// followed by another after an eighth of the poll interval (at least
+/// [`QUICKEST_LOOK`]), as slots came free; each quiet look doubles the wait,
+/// back up to the poll interval. A busy run is followed closely, an idle
+/// one costs a look per poll interval.
+struct LookBeat {
+    poll: Duration,
+    wait: Duration,
 }
 
-/// How long the leader waits between looks at a remote run's shards.
-pub const DEFAULT_REMOTE_POLL: Duration = Duration::from_millis(200);
+/// The shortest wait between two looks at a run.
+const QUICKEST_LOOK: Duration = Duration::from_millis(10);
+
+impl LookBeat {
+    fn new(poll: Duration) -> Self {
+        LookBeat { poll, wait: poll }
+    }
+
+    fn quickest(&self) -> Duration {
+        (self.poll / 8).max(QUICKEST_LOOK).min(self.poll)
+    }
+
+    /// The wait before the next look, after one that saw shards finish or not.
+    fn next(&mut self, finished: bool) -> Duration {
+        self.wait = if finished { self.quickest() } else { (self.wait * 2).clamp(self.quickest(), self.poll) };
+        self.wait
+    }
+}
 
 /// The longest a shard stays pending before it is offered again, however
 /// often its offers went unanswered.
@@ -405,6 +475,24 @@ mod tests {
         assert!(!claimable(&record(ShardState::Running, Some(later)), now));
         assert!(!claimable(&record(ShardState::Succeeded, None), now));
         assert!(!claimable(&record(ShardState::Failed, None), now));
+    }
+
+    #[test]
+    fn looks_come_quickly_while_shards_finish_and_slow_down_to_the_poll_when_quiet() {
+        let ms = Duration::from_millis;
+        let mut beat = LookBeat::new(ms(200));
+        assert_eq!(beat.next(true), ms(25));
+        assert_eq!(beat.next(true), ms(25));
+        assert_eq!(
+            [beat.next(false), beat.next(false), beat.next(false), beat.next(false)],
+            [ms(50), ms(100), ms(200), ms(200)]
+        );
+        assert_eq!(beat.next(true), ms(25));
+        // a short poll is never undercut below the quickest look, nor exceeded
+        let mut short = LookBeat::new(ms(40));
+        assert_eq!(short.next(true), ms(10));
+        let mut tiny = LookBeat::new(ms(5));
+        assert_eq!((tiny.next(true), tiny.next(false)), (ms(5), ms(5)));
     }
 
     #[test]

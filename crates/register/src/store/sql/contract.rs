@@ -379,6 +379,10 @@ where
         rows.iter().map(decode_event).collect()
     }
 
+    async fn shards_to_follow(&self, run_id: &str, pending: u32, also: &[String]) -> Result<Vec<ShardRecord>, Error> {
+        super::follow::shards_to_follow::<D>(&self.reader, run_id, pending, also).await
+    }
+
     async fn shard(&self, run_id: &str, shard_id: &str) -> Result<ShardRecord, Error> {
         let row = sqlx::query(D::sql(&format!("SELECT {SHARD_COLUMNS} FROM shards WHERE run_id = ? AND shard_id = ?")))
             .bind(run_id)

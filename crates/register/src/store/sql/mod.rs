@@ -22,6 +22,7 @@
 
 pub(super) mod codec;
 mod contract;
+mod follow;
 mod snapshot;
 
 use std::fmt::Write as _;
@@ -34,6 +35,7 @@ use sqlx::pool::PoolOptions;
 use sqlx::{AssertSqlSafe, Database, Pool};
 
 pub use codec::Columns;
+pub(crate) use follow::shards_to_follow;
 pub use snapshot::{Cell, Snapshot, TableRows};
 pub(crate) use snapshot::{export, import};
 

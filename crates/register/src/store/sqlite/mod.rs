@@ -37,7 +37,7 @@ use group_commit::{GroupCommit, grouped_write};
 
 /// The version of the newest migration in `migrations/sqlite`; a store file
 /// migrated by a newer haul is refused.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// How long a connection waits for another process's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -223,6 +223,13 @@ fn migrator() -> sqlx::migrate::Migrator {
             "split".into(),
             MigrationType::Simple,
             include_str!("../../../migrations/sqlite/0003_split.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            4,
+            "follow".into(),
+            MigrationType::Simple,
+            include_str!("../../../migrations/sqlite/0004_follow.sql").into_sql_str(),
             false,
         ),
     ])
@@ -687,6 +694,10 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn shards_to_follow(&self, run_id: &str, pending: u32, also: &[String]) -> Result<Vec<ShardRecord>, Error> {
+        super::sql::shards_to_follow::<SqliteDialect>(&self.reader, run_id, pending, also).await
     }
 
     async fn shard(&self, run_id: &str, shard_id: &str) -> Result<ShardRecord, Error> {
