@@ -8,8 +8,9 @@
 //!
 //! Failures: a transient error discards the uncommitted work, waits with
 //! backoff, and reopens the shard at its last checkpoint; any other error
-//! fails the shard. Rejected records go to the dead letters and count against
-//! the error limit; exceeding it stops the run as failed. A stop request
+//! fails the shard. Rejected records go to the dead letters (synced before
+//! each commit of the writer, with the checkpoint) and count against the
+//! error limit; exceeding it stops the run as failed. A stop request
 //! (Ctrl-C) makes every shard commit what it has written, save its checkpoint
 //! and give the shard back.
 
@@ -585,6 +586,8 @@ async fn commit(
     let Some(checkpoint) = uncommitted.checkpoint.take() else { return Ok(false) };
     let sequence = resume.sequence + 1;
     context.ledger.fence(shard).await.context("confirming the lease before committing")?;
+    // The records this commit's batches rejected are durable before their checkpoint can be.
+    context.dead_letters.sync().await.context("syncing dead letters")?;
     writer.commit(sequence).await.context("committing to the sink")?;
     for processor in &context.pipeline.processors {
         processor.committed(&shard.id).await?;

@@ -108,11 +108,13 @@ impl Value {
         true
     }
 
-    /// The value's text: borrowed for strings and decimals, otherwise written
-    /// into `buffer` (cleared first) so that a loop can reuse one buffer.
+    /// The value's text: borrowed for strings, decimals and booleans,
+    /// otherwise written into `buffer` (cleared first) so that a loop can
+    /// reuse one buffer.
     pub fn text<'a>(&'a self, buffer: &'a mut String) -> Option<&'a str> {
         match self {
             Value::Decimal(text) | Value::String(text) => Some(text),
+            Value::Bool(b) => Some(if *b { "true" } else { "false" }),
             other => {
                 buffer.clear();
                 other.write_text(buffer).then_some(buffer.as_str())
@@ -200,6 +202,8 @@ mod tests {
         assert_eq!(Value::Float(0.5).text(&mut buffer), Some("0.5"));
         assert_eq!(Value::Json(serde_json::json!({"a": [1]})).text(&mut buffer), Some("{\"a\":[1]}"));
         assert_eq!(Value::Decimal("1.20".into()).text(&mut buffer), Some("1.20"));
+        assert_eq!(Value::Bool(false).text(&mut buffer), Some("false"));
+        assert_eq!(Value::Bool(true).to_text().as_deref(), Some("true"));
     }
 
     #[test]

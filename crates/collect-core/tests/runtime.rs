@@ -235,12 +235,18 @@ impl Ledger for MemoryLedger {
 #[derive(Default)]
 struct MemoryDeadLetters {
     records: Mutex<Vec<Rejected>>,
+    /// How many of `records` the last sync made durable.
+    synced: Mutex<usize>,
 }
 
 #[async_trait]
 impl DeadLetters for MemoryDeadLetters {
     async fn write(&self, _context: &WriterContext, rejected: &[Rejected]) -> anyhow::Result<()> {
         self.records.lock().unwrap().extend_from_slice(rejected);
+        Ok(())
+    }
+    async fn sync(&self) -> anyhow::Result<()> {
+        *self.synced.lock().unwrap() = self.records.lock().unwrap().len();
         Ok(())
     }
     fn describe(&self) -> String {
@@ -429,6 +435,8 @@ async fn rejected_records_go_to_dead_letters_within_the_limit() {
         harness.run(settings(haul_collect_core::error_limit::ErrorLimit::Count(10)), CancellationToken::new()).await;
     assert_eq!(report.outcome, RunOutcome::Succeeded);
     assert_eq!(harness.dead_letters.records.lock().unwrap().len(), 10);
+    // Synced before the writer's commits, the last one included.
+    assert_eq!(*harness.dead_letters.synced.lock().unwrap(), 10);
     assert_eq!(harness.committed_sorted().len(), 90);
     assert_eq!(report.totals.records_rejected, 10);
 }

@@ -1,6 +1,9 @@
-//! Dead letters in a JSON Lines file: appended and synced on every write;
-//! marking replayed ones rewrites the file under a temporary name and renames
-//! it into place, so a crash leaves either the old file or the new one.
+//! Dead letters in a JSON Lines file: appended on every write and synced to
+//! disk on [`DeadLetters::sync`] when something was appended since the last
+//! sync (once per commit of a shard, not once per batch: a sync takes
+//! milliseconds); marking replayed ones rewrites the file under a temporary
+//! name and renames it into place, so a crash leaves either the old file or
+//! the new one.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -17,14 +20,15 @@ use crate::plugin::WriterContext;
 /// Dead letters appended to a JSON Lines file.
 pub struct FileDeadLetters {
     path: PathBuf,
-    /// Serialises writers and rewrites; the file is opened per write.
-    lock: Mutex<()>,
+    /// Serialises writers, syncs and rewrites; the file is opened per write.
+    /// Holds whether appends were made since the last sync.
+    unsynced: Mutex<bool>,
 }
 
 impl FileDeadLetters {
     /// The file is created on the first rejected record.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        FileDeadLetters { path: path.into(), lock: Mutex::new(()) }
+        FileDeadLetters { path: path.into(), unsynced: Mutex::new(false) }
     }
 
     pub fn path(&self) -> &Path {
@@ -61,8 +65,7 @@ impl FileDeadLetters {
             .append(true)
             .open(&self.path)
             .with_context(|| format!("opening dead-letter file {}", self.path.display()))?;
-        file.write_all(&text).with_context(|| format!("writing dead letters to {}", self.path.display()))?;
-        file.sync_data().with_context(|| format!("syncing dead letters to {}", self.path.display()))
+        file.write_all(&text).with_context(|| format!("writing dead letters to {}", self.path.display()))
     }
 }
 
@@ -73,8 +76,29 @@ impl DeadLetters for FileDeadLetters {
             return Ok(());
         }
         let letters: Vec<DeadLetter> = rejected.iter().map(|r| DeadLetter::new(context, r.clone())).collect();
-        let _guard = self.lock.lock().await;
-        self.append(&letters)
+        let mut unsynced = self.unsynced.lock().await;
+        self.append(&letters)?;
+        *unsynced = true;
+        Ok(())
+    }
+
+    async fn sync(&self) -> anyhow::Result<()> {
+        let mut unsynced = self.unsynced.lock().await;
+        if !*unsynced {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .and_then(|file| file.sync_data())
+                .with_context(|| format!("syncing dead letters to {}", path.display()))
+        })
+        .await
+        .context("syncing dead letters stopped unexpectedly")??;
+        *unsynced = false;
+        Ok(())
     }
 
     fn describe(&self) -> String {
@@ -82,14 +106,14 @@ impl DeadLetters for FileDeadLetters {
     }
 
     async fn list(&self, job: &str, include_replayed: bool) -> anyhow::Result<Vec<DeadLetter>> {
-        let _guard = self.lock.lock().await;
+        let _guard = self.unsynced.lock().await;
         let letters = self.read_all()?;
         Ok(letters.into_iter().filter(|l| l.job == job && (include_replayed || l.replayed_at.is_none())).collect())
     }
 
     async fn mark_replayed(&self, ids: &[String]) -> anyhow::Result<()> {
         let ids: HashSet<&str> = ids.iter().map(String::as_str).collect();
-        let _guard = self.lock.lock().await;
+        let _guard = self.unsynced.lock().await;
         let mut letters = self.read_all()?;
         let stamp = now();
         for letter in letters.iter_mut().filter(|l| ids.contains(l.id.as_str())) {
@@ -144,6 +168,25 @@ mod tests {
         let all = letters.list("j", true).await.unwrap();
         assert!(all[0].replayed_at.is_some());
         assert_eq!(letters.list("other", false).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn syncs_only_after_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead.jsonl");
+        let letters = FileDeadLetters::new(&path);
+        letters.sync().await.expect("nothing to sync: the file is not even made");
+        let context = WriterContext { job: "j".into(), run_id: "r".into(), shard_id: "s".into() };
+        letters.write(&context, &[rejected("bad")]).await.unwrap();
+        assert_eq!(letters.list("j", false).await.unwrap().len(), 1, "readable before the sync");
+        letters.sync().await.unwrap();
+        // The file is opened to be synced only when something was appended since the last sync.
+        std::fs::remove_file(&path).unwrap();
+        letters.sync().await.expect("nothing appended since the last sync");
+        letters.write(&context, &[rejected("worse")]).await.unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let error = letters.sync().await.unwrap_err();
+        assert!(format!("{error:#}").contains("syncing dead letters"), "{error:#}");
     }
 
     #[tokio::test]

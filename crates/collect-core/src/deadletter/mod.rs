@@ -56,12 +56,23 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// Keeps rejected records. Writes are durable when `write` returns: the
-/// shard's checkpoint may be saved right after. Listing and marking serve
-/// replays; a dead letter is never deleted, only marked replayed.
+/// Keeps rejected records. Writes are durable once [`DeadLetters::sync`]
+/// returns: the runtime syncs before every commit of a shard's writer, so a
+/// checkpoint is never saved past a rejected record that could still be
+/// lost, while a store that must flush to disk does so once per commit
+/// rather than once per batch. Listing and marking serve replays; a dead
+/// letter is never deleted, only marked replayed.
 #[async_trait]
 pub trait DeadLetters: Send + Sync {
+    /// Adds dead letters; they may stay in memory or in the page cache until
+    /// the next [`DeadLetters::sync`].
     async fn write(&self, context: &WriterContext, rejected: &[Rejected]) -> anyhow::Result<()>;
+
+    /// Makes every dead letter written so far, by any shard, durable. Stores
+    /// whose writes are durable when they return keep the default.
+    async fn sync(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
 
     /// Where the dead letters go, for summaries (no credentials).
     fn describe(&self) -> String;

@@ -67,6 +67,7 @@ pub async fn replay(
         report.replayed += group.len();
         replayed_ids.extend(group.into_iter().map(|letter| letter.id));
     }
+    dead_letters.sync().await.context("syncing dead letters")?;
     writer.commit(1).await.context("committing to the sink")?;
     for processor in &pipeline.processors {
         processor.committed(&context.shard_id).await?;
