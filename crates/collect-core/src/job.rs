@@ -120,6 +120,11 @@ pub struct PlatformSpec {
     pub priority: i32,
     /// The quota group whose concurrent-shard limit this job's shards count against.
     pub pool: String,
+    /// The worker label (worker group) a shard of this job needs: in the
+    /// distributed mode, only the workers of its pool that carry this label
+    /// take its shards; with none, any worker of its pool does. Ignored
+    /// where the server runs every shard itself.
+    pub worker_label: Option<String>,
     /// A run still going after this long is cancelled.
     pub timeout: Option<HumanDuration>,
     /// A shard still going after this long fails.
@@ -130,6 +135,28 @@ pub struct PlatformSpec {
 
 /// The pool of a job that names none.
 pub const DEFAULT_POOL: &str = "default";
+
+/// The longest worker label.
+pub const MAX_WORKER_LABEL_LEN: usize = 64;
+
+/// Checks that `label` can name a worker label (a job's `worker_label`, a
+/// worker's `labels`): 1 to [`MAX_WORKER_LABEL_LEN`] ASCII letters, digits,
+/// `-` and `_`, so that it is safe inside a broker's queue name. The error
+/// says what is wrong.
+pub fn check_worker_label(label: &str) -> Result<(), String> {
+    if label.is_empty() {
+        return Err("a worker label cannot be empty".to_string());
+    }
+    if label.len() > MAX_WORKER_LABEL_LEN {
+        return Err(format!("the worker label {label:?} is longer than {MAX_WORKER_LABEL_LEN} characters"));
+    }
+    if let Some(bad) = label.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
+        return Err(format!(
+            "the worker label {label:?} holds {bad:?}; only ASCII letters, digits, `-` and `_` are allowed"
+        ));
+    }
+    Ok(())
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -163,6 +190,7 @@ struct RawJob {
     #[serde(default)]
     priority: i32,
     pool: Option<String>,
+    worker_label: Option<String>,
     timeout: Option<HumanDuration>,
     shard_timeout: Option<HumanDuration>,
     run_retry: Option<toml::Table>,
@@ -250,6 +278,7 @@ impl JobSource {
                 depends_on: raw.depends_on,
                 priority: raw.priority,
                 pool: raw.pool.unwrap_or_else(|| DEFAULT_POOL.to_string()),
+                worker_label: raw.worker_label,
                 timeout: raw.timeout,
                 shard_timeout: raw.shard_timeout,
                 run_retry: raw.run_retry.map(|options| Section { options, location: vec!["run_retry".into()] }),
@@ -284,6 +313,9 @@ impl JobSource {
         }
         if job.platform.depends_on.contains(&job.name) {
             return fail("depends_on", "a job cannot depend on itself");
+        }
+        if let Some(Err(message)) = job.platform.worker_label.as_deref().map(check_worker_label) {
+            return fail("worker_label", &format!("`worker_label`: {message}"));
         }
         Ok(())
     }
@@ -428,6 +460,30 @@ mod tests {
         let text = format!("name = \"a\"\ndepends_on = [\"a\"]\n{MINIMAL}");
         let error = JobSource::new("job.toml", text).parse("job").unwrap_err();
         assert_eq!((error.location, error.message.as_str()), (Some((2, 1)), "a job cannot depend on itself"));
+    }
+
+    #[test]
+    fn a_worker_label_is_a_short_token_safe_in_a_queue_name() {
+        for good in ["gpu", "eu-west_1", "A", &"x".repeat(MAX_WORKER_LABEL_LEN)] {
+            assert_eq!(check_worker_label(good), Ok(()), "{good}");
+        }
+        for bad in ["", "has.dot", "a b", "gpu/1", "é", "a*", &"x".repeat(MAX_WORKER_LABEL_LEN + 1)] {
+            assert!(check_worker_label(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_job_may_name_the_worker_label_its_shards_need() {
+        let job = JobSource::new("job.toml", format!("worker_label = \"gpu\"\n{MINIMAL}")).parse("job").unwrap();
+        assert_eq!(job.platform.worker_label.as_deref(), Some("gpu"));
+        assert_eq!(JobSource::new("job.toml", MINIMAL).parse("job").unwrap().platform.worker_label, None);
+
+        for bad in ["", "gpu.big"] {
+            let text = format!("pool = \"etl\"\nworker_label = \"{bad}\"\n{MINIMAL}");
+            let error = JobSource::new("job.toml", text).parse("job").unwrap_err();
+            assert_eq!(error.location, Some((2, 1)), "{error}");
+            assert!(error.message.starts_with("`worker_label`: "), "{error}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use haul_register::dispatch::{
-    AssignmentConsumer, Delivery, Dispatcher, Error, RabbitDispatcher, RabbitOptions, ShardAssignment,
+    AssignmentConsumer, Delivery, Dispatcher, Error, Placement, RabbitDispatcher, RabbitOptions, ShardAssignment,
 };
 use haul_register::testing::PrivateRabbitMq;
 use tokio::time::{Instant, timeout};
@@ -24,7 +24,11 @@ async fn dispatcher(broker: &PrivateRabbitMq, options: RabbitOptions) -> RabbitD
 }
 
 fn assignment(shard_id: &str) -> ShardAssignment {
-    ShardAssignment { run_id: "run-1".into(), shard_id: shard_id.into(), pool: "etl".into(), priority: 0 }
+    ShardAssignment { run_id: "run-1".into(), shard_id: shard_id.into(), pool: "etl".into(), label: None, priority: 0 }
+}
+
+fn etl() -> Placement {
+    Placement { pool: "etl".into(), label: None }
 }
 
 async fn next(consumer: &mut Box<dyn AssignmentConsumer>) -> Delivery {
@@ -40,7 +44,7 @@ async fn no_assignment_is_lost_across_a_broker_restart() {
     for shard in &shards[..N] {
         dispatcher.publish(&assignment(shard)).await.unwrap();
     }
-    let mut consumer = dispatcher.consume("etl", 3).await.unwrap();
+    let mut consumer = dispatcher.consume(&etl(), 3).await.unwrap();
     let mut held = Vec::new();
     for _ in 0..3 {
         held.push(next(&mut consumer).await);
@@ -79,7 +83,7 @@ async fn publishes_wait_for_the_broker_and_a_waiting_consumer_resumes() {
     let (publisher, worker) = (dispatcher(&broker, OPTIONS).await, dispatcher(&broker, OPTIONS).await);
     let impatient = RabbitOptions { publish_timeout: Duration::from_millis(700), ..OPTIONS };
     let impatient = dispatcher(&broker, impatient).await;
-    let mut consumer = worker.consume("etl", 1).await.unwrap();
+    let mut consumer = worker.consume(&etl(), 1).await.unwrap();
     let waiting = tokio::spawn(async move {
         let delivery = next(&mut consumer).await;
         (delivery.assignment.shard_id.clone(), delivery.redelivered, delivery.ack().await.is_ok())

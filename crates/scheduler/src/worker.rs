@@ -1,5 +1,6 @@
 //! The worker agent of the distributed mode (`haul worker`): it takes the
-//! shard assignments of its pools from the [`Dispatcher`], at most `slots`
+//! shard assignments of its pools from the [`Dispatcher`] — those that need
+//! no worker label, and those that need one of its labels — at most `slots`
 //! at a time, claims each shard's lease in the store, runs the shard through
 //! the pipeline runtime from its last checkpoint, and acknowledges the
 //! assignment once the shard's outcome is in the store.
@@ -28,10 +29,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use futures::StreamExt;
 use haul_collect_core::registry::PluginRegistry;
 use haul_collect_core::runtime::{RunOutcome, execute, progress_for};
 use haul_common::shutdown::CancellationToken;
-use haul_register::dispatch::{Delivery, Dispatcher, ShardAssignment};
+use haul_register::dispatch::{
+    AssignmentConsumer, Delivery, Dispatcher, Error as DispatchError, Placement, ShardAssignment,
+};
 use haul_register::ledger::StoreLedger;
 use haul_register::limiter::Limiter;
 use haul_register::{ShardState, Store};
@@ -51,6 +55,9 @@ pub struct WorkerConfig {
     pub id: String,
     /// The pools (worker groups) whose shards it takes.
     pub pools: Vec<String>,
+    /// The worker labels it carries: besides the shards of its pools that
+    /// need no label, it takes those that need one of these.
+    pub labels: Vec<String>,
     /// Shards it runs at once.
     pub slots: usize,
     pub lease_ttl: Duration,
@@ -69,6 +76,29 @@ pub struct Worker {
     runs: Arc<PreparedRuns>,
     config: WorkerConfig,
     load: watch::Sender<u32>,
+}
+
+/// The deliveries of one placement's consumer, each with its placement; the
+/// consumer's end comes as a last `None`.
+type Deliveries = futures::stream::BoxStream<'static, (Placement, Option<Result<Delivery, DispatchError>>)>;
+
+/// Takes `consumer`'s deliveries as a stream; after an error, it waits a
+/// second before asking again, without holding up the other placements.
+fn deliveries(placement: Placement, consumer: Box<dyn AssignmentConsumer>) -> Deliveries {
+    futures::stream::unfold((Some(consumer), false), move |(consumer, failed)| {
+        let placement = placement.clone();
+        async move {
+            let mut consumer = consumer?;
+            if failed {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            let delivery = consumer.next().await;
+            let failed = matches!(delivery, Some(Err(_)));
+            let open = delivery.is_some();
+            Some(((placement, delivery), (open.then_some(consumer), failed)))
+        }
+    })
+    .boxed()
 }
 
 /// What became of one assignment.
@@ -106,65 +136,61 @@ impl Worker {
     /// Takes and runs assignments until `shutdown`; then waits up to `grace`
     /// for the running shards to checkpoint and release. Returns whether they
     /// all stopped in time.
+    ///
+    /// It takes from every placement it serves (see
+    /// [`Placement::served_by`]) through one loop: once a slot is free, the
+    /// first assignment of any of them takes it.
     pub async fn run(self: &Arc<Self>, shutdown: CancellationToken, grace: Duration) -> anyhow::Result<bool> {
-        // Cancelled on shutdown, or when a pool's assignments stop coming.
-        let halt = shutdown.child_token();
-        let slots = Arc::new(Semaphore::new(self.config.slots.max(1)));
         let prefetch = u16::try_from(self.config.slots.max(1)).unwrap_or(u16::MAX);
-        let shards = TaskTracker::new();
-        let mut pools = tokio::task::JoinSet::new();
-        for pool in &self.config.pools {
+        let placements = Placement::served_by(&self.config.pools, &self.config.labels);
+        anyhow::ensure!(!placements.is_empty(), "a worker needs at least one pool");
+        let mut consumers = Vec::new();
+        for placement in placements {
             let consumer = self
                 .dispatcher
-                .consume(pool, prefetch)
+                .consume(&placement, prefetch)
                 .await
-                .with_context(|| format!("taking the assignments of pool {pool}"))?;
-            let (worker, slots, shards, halt) = (self.clone(), slots.clone(), shards.clone(), halt.clone());
-            let pool = pool.clone();
-            pools.spawn(async move {
-                let mut consumer = consumer;
-                loop {
-                    let slot = tokio::select! {
-                        _ = halt.cancelled() => return pool,
-                        slot = slots.clone().acquire_owned() => slot.expect("the slots are never closed"),
-                    };
-                    let delivery = tokio::select! {
-                        _ = halt.cancelled() => return pool,
-                        delivery = consumer.next() => delivery,
-                    };
-                    match delivery {
-                        None => return pool,
-                        Some(Err(error)) => {
-                            tracing::warn!(error = %error, "taking an assignment failed");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
-                        Some(Ok(delivery)) => {
-                            let (worker, halt) = (worker.clone(), halt.clone());
-                            shards.spawn(async move {
-                                worker.settle(delivery, halt).await;
-                                drop(slot);
-                            });
-                        }
-                    }
-                }
-            });
+                .with_context(|| format!("taking the assignments of {placement}"))?;
+            consumers.push(deliveries(placement, consumer));
         }
-        tracing::info!(worker = %self.config.id, pools = ?self.config.pools, slots = self.config.slots, "worker taking shards");
-        let closed_pool = tokio::select! {
-            _ = shutdown.cancelled() => None,
-            Some(ended) = pools.join_next() => ended.ok(),
+        let mut deliveries = futures::stream::select_all(consumers);
+        let config = &self.config;
+        tracing::info!(worker = %config.id, pools = ?config.pools, labels = ?config.labels, slots = config.slots, "worker taking shards");
+
+        // Cancelled on shutdown, or when a placement's assignments stop coming.
+        let halt = shutdown.child_token();
+        let slots = Arc::new(Semaphore::new(config.slots.max(1)));
+        let shards = TaskTracker::new();
+        let closed = loop {
+            let slot = tokio::select! {
+                _ = shutdown.cancelled() => break None,
+                slot = slots.clone().acquire_owned() => slot.expect("the slots are never closed"),
+            };
+            let (placement, delivery) = tokio::select! {
+                _ = shutdown.cancelled() => break None,
+                next = deliveries.next() => next.expect("a placement's deliveries end with its closing"),
+            };
+            match delivery {
+                None => break Some(placement),
+                Some(Err(error)) => tracing::warn!(error = %error, %placement, "taking an assignment failed"),
+                Some(Ok(delivery)) => {
+                    let (worker, halt) = (self.clone(), halt.clone());
+                    shards.spawn(async move {
+                        worker.settle(delivery, halt).await;
+                        drop(slot);
+                    });
+                }
+            }
         };
         // Whatever stopped the taking, the running shards stop at their next
         // batch boundary and release.
         halt.cancel();
-        pools.shutdown().await;
+        drop(deliveries);
         shards.close();
         let drained = tokio::time::timeout(grace, shards.wait()).await.is_ok();
-        match closed_pool {
-            Some(pool) if !shutdown.is_cancelled() => {
-                anyhow::bail!("the broker stopped delivering the assignments of pool {pool}")
-            }
-            _ => Ok(drained),
+        match closed {
+            Some(placement) => anyhow::bail!("the broker stopped delivering the assignments of {placement}"),
+            None => Ok(drained),
         }
     }
 

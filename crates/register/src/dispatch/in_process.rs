@@ -1,5 +1,6 @@
-//! The in-process [`Dispatcher`]: a priority queue per pool (highest priority
-//! first, then first published), and a semaphore per consumer for its
+//! The in-process [`Dispatcher`]: a priority queue per [`Placement`] (pool
+//! and worker label; highest priority first, then first published), and a
+//! semaphore per consumer for its
 //! prefetch. A delivery dropped without [`super::Delivery::ack`] goes back to
 //! its queue, marked redelivered, as RabbitMQ does when a consumer dies.
 
@@ -10,12 +11,12 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use super::{Acknowledgement, AssignmentConsumer, Delivery, Dispatcher, Error, ShardAssignment};
+use super::{Acknowledgement, AssignmentConsumer, Delivery, Dispatcher, Error, Placement, ShardAssignment};
 
 /// Assignments queued in this process's memory.
 #[derive(Default)]
 pub struct InProcessDispatcher {
-    pools: Mutex<HashMap<String, Arc<PoolQueue>>>,
+    queues: Mutex<HashMap<Placement, Arc<PlacementQueue>>>,
 }
 
 impl InProcessDispatcher {
@@ -23,14 +24,14 @@ impl InProcessDispatcher {
         Self::default()
     }
 
-    fn pool(&self, pool: &str) -> Arc<PoolQueue> {
-        let mut pools = self.pools.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        pools.entry(pool.to_string()).or_default().clone()
+    fn queue(&self, placement: &Placement) -> Arc<PlacementQueue> {
+        let mut queues = self.queues.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        queues.entry(placement.clone()).or_default().clone()
     }
 }
 
 #[derive(Default)]
-struct PoolQueue {
+struct PlacementQueue {
     waiting: Mutex<Waiting>,
     arrived: Notify,
 }
@@ -43,7 +44,7 @@ struct Waiting {
     published: u64,
 }
 
-impl PoolQueue {
+impl PlacementQueue {
     fn push(&self, assignment: ShardAssignment, redelivered: bool) {
         let mut waiting = self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         waiting.published += 1;
@@ -69,18 +70,18 @@ impl PoolQueue {
 #[async_trait]
 impl Dispatcher for InProcessDispatcher {
     async fn publish(&self, assignment: &ShardAssignment) -> Result<(), Error> {
-        self.pool(&assignment.pool).push(assignment.clone(), false);
+        self.queue(&assignment.placement()).push(assignment.clone(), false);
         Ok(())
     }
 
-    async fn consume(&self, pool: &str, prefetch: u16) -> Result<Box<dyn AssignmentConsumer>, Error> {
+    async fn consume(&self, placement: &Placement, prefetch: u16) -> Result<Box<dyn AssignmentConsumer>, Error> {
         let slots = Arc::new(Semaphore::new(usize::from(prefetch.max(1))));
-        Ok(Box::new(InProcessConsumer { queue: self.pool(pool), slots }))
+        Ok(Box::new(InProcessConsumer { queue: self.queue(placement), slots }))
     }
 }
 
 struct InProcessConsumer {
-    queue: Arc<PoolQueue>,
+    queue: Arc<PlacementQueue>,
     slots: Arc<Semaphore>,
 }
 
@@ -98,7 +99,7 @@ impl AssignmentConsumer for InProcessConsumer {
 /// goes back to its queue if dropped unsettled.
 pub(super) struct Unsettled {
     assignment: Option<ShardAssignment>,
-    queue: Arc<PoolQueue>,
+    queue: Arc<PlacementQueue>,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -123,7 +124,17 @@ mod tests {
     use super::*;
 
     fn assignment(shard_id: &str, priority: u8) -> ShardAssignment {
-        ShardAssignment { run_id: "run".into(), shard_id: shard_id.into(), pool: "default".into(), priority }
+        ShardAssignment {
+            run_id: "run".into(),
+            shard_id: shard_id.into(),
+            pool: "default".into(),
+            label: None,
+            priority,
+        }
+    }
+
+    fn placement(label: Option<&str>) -> Placement {
+        Placement { pool: "default".into(), label: label.map(Into::into) }
     }
 
     async fn next(consumer: &mut Box<dyn AssignmentConsumer>) -> Delivery {
@@ -136,7 +147,7 @@ mod tests {
         for (shard, priority) in [("a", 1), ("b", 5), ("c", 1), ("d", 5)] {
             dispatcher.publish(&assignment(shard, priority)).await.unwrap();
         }
-        let mut consumer = dispatcher.consume("default", 10).await.unwrap();
+        let mut consumer = dispatcher.consume(&placement(None), 10).await.unwrap();
         let mut order = Vec::new();
         for _ in 0..4 {
             let delivery = next(&mut consumer).await;
@@ -152,7 +163,7 @@ mod tests {
         for shard in ["a", "b", "c"] {
             dispatcher.publish(&assignment(shard, 0)).await.unwrap();
         }
-        let mut consumer = dispatcher.consume("default", 2).await.unwrap();
+        let mut consumer = dispatcher.consume(&placement(None), 2).await.unwrap();
         let first = next(&mut consumer).await;
         let _second = next(&mut consumer).await;
         assert!(tokio::time::timeout(Duration::from_millis(50), consumer.next()).await.is_err());
@@ -164,15 +175,32 @@ mod tests {
     async fn what_a_dead_consumer_held_is_delivered_again() {
         let dispatcher = InProcessDispatcher::new();
         dispatcher.publish(&assignment("a", 0)).await.unwrap();
-        let mut dying = dispatcher.consume("default", 1).await.unwrap();
+        let mut dying = dispatcher.consume(&placement(None), 1).await.unwrap();
         let taken = next(&mut dying).await;
         assert!(!taken.redelivered);
         drop((taken, dying));
-        let mut survivor = dispatcher.consume("default", 1).await.unwrap();
+        let mut survivor = dispatcher.consume(&placement(None), 1).await.unwrap();
         let again = next(&mut survivor).await;
         assert_eq!(again.assignment.shard_id, "a");
         assert!(again.redelivered);
         again.requeue().await.unwrap();
         assert_eq!(next(&mut survivor).await.assignment.shard_id, "a");
+    }
+
+    #[tokio::test]
+    async fn a_labelled_assignment_reaches_only_the_consumers_of_its_label() {
+        let dispatcher = InProcessDispatcher::new();
+        let labelled = ShardAssignment { label: Some("gpu".into()), ..assignment("gpu-shard", 0) };
+        dispatcher.publish(&labelled).await.unwrap();
+        dispatcher.publish(&assignment("any-shard", 0)).await.unwrap();
+        let mut unlabelled = dispatcher.consume(&placement(None), 10).await.unwrap();
+        let mut other_label = dispatcher.consume(&placement(Some("eu")), 10).await.unwrap();
+        let mut gpu = dispatcher.consume(&placement(Some("gpu")), 10).await.unwrap();
+        assert_eq!(next(&mut gpu).await.assignment, labelled);
+        assert_eq!(next(&mut unlabelled).await.assignment.shard_id, "any-shard");
+        let nothing = Duration::from_millis(50);
+        assert!(tokio::time::timeout(nothing, unlabelled.next()).await.is_err());
+        assert!(tokio::time::timeout(nothing, other_label.next()).await.is_err());
+        assert!(tokio::time::timeout(nothing, gpu.next()).await.is_err());
     }
 }

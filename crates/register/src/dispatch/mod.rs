@@ -1,6 +1,12 @@
 //! The [`Dispatcher`]: shard assignments handed from the scheduler to the
 //! workers of a pool, through an [`InProcessDispatcher`] or a
-//! [`RabbitDispatcher`] (one quorum queue per pool).
+//! [`RabbitDispatcher`] (one quorum queue per pool and worker label).
+//!
+//! Placement: an assignment without a worker label goes to any worker of its
+//! pool; one with a label (its job's `worker_label`) only to the workers of
+//! its pool that carry that label. Each (pool, label) pair is a queue of its
+//! own, and a worker consumes the queues of its pools, unlabelled and
+//! labelled with each of its labels (see [`queues_of`]).
 //!
 //! Dispatch is at-least-once and carries no authority: a worker that takes an
 //! assignment still claims the shard's lease in the store, whose fencing
@@ -19,13 +25,16 @@ use serde::{Deserialize, Serialize};
 pub use in_process::InProcessDispatcher;
 pub use rabbit::{RabbitDispatcher, RabbitOptions};
 
-/// One shard of a run, offered to the workers of a pool.
+/// One shard of a run, offered to the workers of a pool (carrying its label, if any).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShardAssignment {
     pub run_id: String,
     pub shard_id: String,
     pub pool: String,
+    /// The worker label the shard needs; `None`: any worker of the pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
     /// Higher goes first where the backend orders by priority (see each backend).
     pub priority: u8,
 }
@@ -62,10 +71,49 @@ impl Error {
     }
 }
 
-/// Shard assignments, queued per pool.
+/// Which workers may take a shard: those of `pool` that carry `label`, or
+/// with no label, any worker of `pool`. Each placement is a queue of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Placement {
+    pub pool: String,
+    pub label: Option<String>,
+}
+
+impl Placement {
+    /// The placements a worker of `pools` carrying `labels` takes
+    /// assignments from: each pool unlabelled, then with each label.
+    pub fn served_by(pools: &[String], labels: &[String]) -> Vec<Placement> {
+        pools
+            .iter()
+            .flat_map(|pool| {
+                let labelled = labels.iter().map(|label| Some(label.clone()));
+                std::iter::once(None).chain(labelled).map(|label| Placement { pool: pool.clone(), label })
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Display for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.label {
+            None => write!(f, "pool {}", self.pool),
+            Some(label) => write!(f, "pool {} label {label}", self.pool),
+        }
+    }
+}
+
+impl ShardAssignment {
+    /// Which workers may take the shard.
+    pub fn placement(&self) -> Placement {
+        Placement { pool: self.pool.clone(), label: self.label.clone() }
+    }
+}
+
+/// Shard assignments, queued per pool and worker label.
 ///
-/// Lifecycle: the scheduler [`Dispatcher::publish`]es an assignment; a worker
-/// opens a [`Dispatcher::consume`] on its pool with as many unacknowledged
+/// Lifecycle: the scheduler [`Dispatcher::publish`]es an assignment into the
+/// queue of its [`Placement`]; a worker opens a [`Dispatcher::consume`] on
+/// each placement it serves with as many unacknowledged
 /// assignments as it has free slots, and [`Delivery::ack`]s each one once the
 /// shard's outcome is in the store (or [`Delivery::requeue`]s it to give it
 /// back).
@@ -87,12 +135,12 @@ impl Error {
 pub trait Dispatcher: Send + Sync {
     async fn publish(&self, assignment: &ShardAssignment) -> Result<(), Error>;
 
-    /// Starts taking the assignments of `pool`, at most `prefetch` (at least
-    /// one) unacknowledged at a time.
-    async fn consume(&self, pool: &str, prefetch: u16) -> Result<Box<dyn AssignmentConsumer>, Error>;
+    /// Starts taking the assignments of `placement`, at most `prefetch` (at
+    /// least one) unacknowledged at a time.
+    async fn consume(&self, placement: &Placement, prefetch: u16) -> Result<Box<dyn AssignmentConsumer>, Error>;
 }
 
-/// The assignments of one pool, as one worker takes them.
+/// The assignments of one [`Placement`], as one worker takes them.
 #[async_trait]
 pub trait AssignmentConsumer: Send {
     /// The next assignment, waiting for one (across broker restarts); `None`
@@ -130,7 +178,7 @@ impl Delivery {
         Ok(())
     }
 
-    /// Gives the assignment back to the pool's queue. Fails like
+    /// Gives the assignment back to its queue. Fails like
     /// [`Delivery::ack`] if the delivery's connection was lost meanwhile (the
     /// assignment is back in the queue all the same).
     pub async fn requeue(self) -> Result<(), Error> {
@@ -149,4 +197,49 @@ impl Delivery {
 /// Whether lapin sent the settlement: it does not on a channel that died.
 fn settled(sent: bool) -> Result<(), Error> {
     if sent { Ok(()) } else { Err(Error::ChannelGone) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(names: &[&str]) -> Vec<String> {
+        names.iter().map(|name| name.to_string()).collect()
+    }
+
+    #[test]
+    fn a_worker_takes_each_of_its_pools_unlabelled_and_with_each_of_its_labels() {
+        let placement = |pool: &str, label: Option<&str>| Placement { pool: pool.into(), label: label.map(Into::into) };
+        let served = Placement::served_by(&names(&["default", "etl"]), &names(&["gpu", "eu"]));
+        assert_eq!(
+            served,
+            [
+                placement("default", None),
+                placement("default", Some("gpu")),
+                placement("default", Some("eu")),
+                placement("etl", None),
+                placement("etl", Some("gpu")),
+                placement("etl", Some("eu")),
+            ]
+        );
+        assert_eq!(Placement::served_by(&names(&["default"]), &[]), [placement("default", None)]);
+        assert_eq!(served[1].to_string(), "pool default label gpu");
+    }
+
+    #[test]
+    fn an_unlabelled_assignment_reads_and_writes_as_before_labels() {
+        let unlabelled = ShardAssignment {
+            run_id: "r".into(),
+            shard_id: "s".into(),
+            pool: "default".into(),
+            label: None,
+            priority: 3,
+        };
+        let json = serde_json::to_string(&unlabelled).unwrap();
+        assert_eq!(json, r#"{"run_id":"r","shard_id":"s","pool":"default","priority":3}"#);
+        assert_eq!(serde_json::from_str::<ShardAssignment>(&json).unwrap(), unlabelled);
+        let labelled = ShardAssignment { label: Some("gpu".into()), ..unlabelled };
+        let json = serde_json::to_string(&labelled).unwrap();
+        assert_eq!(serde_json::from_str::<ShardAssignment>(&json).unwrap(), labelled);
+    }
 }

@@ -49,7 +49,8 @@ pub struct WorkerInfo {
     pub id: String,
     /// Shards the worker runs at once.
     pub capacity: u32,
-    /// Free-form labels that placement may match (`region = "eu"`).
+    /// What else the worker shows of itself: `haul worker` lists its
+    /// `pools` and its worker `labels` here, each comma-separated.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// Shards running on it now.

@@ -48,6 +48,22 @@ pub async fn remove_zookeeper_tree(path: &str) {
     }
 }
 
+/// Deletes `queues` (and the messages in them) from the RabbitMQ broker at
+/// `url`, when a test ends; a broker that is gone or a queue that is
+/// missing is no error.
+pub async fn delete_rabbit_queues(url: &str, queues: &[String]) {
+    use lapin::options::QueueDeleteOptions;
+    let Ok(connection) = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await else {
+        return;
+    };
+    for queue in queues {
+        // a failed delete closes the channel: one channel per queue
+        let Ok(channel) = connection.create_channel().await else { break };
+        let _ = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
+    }
+    let _ = connection.close(200, "done".into()).await;
+}
+
 /// A store backend under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

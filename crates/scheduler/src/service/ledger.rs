@@ -21,6 +21,9 @@ pub struct ShardTicket {
     pub run_id: String,
     pub job: String,
     pub pool: String,
+    /// The worker label the shards need (the job's `worker_label`); only
+    /// remote workers heed it: embedded slots run every shard.
+    pub worker_label: Option<String>,
     pub priority: i32,
     /// Waiting counts from here for aging: the run's creation.
     pub enqueued_at: chrono::DateTime<chrono::Utc>,
@@ -35,6 +38,7 @@ impl ShardTicket {
             run_id: run.id.clone(),
             job: run.job.clone(),
             pool: run.request.pool.clone(),
+            worker_label: job.spec.platform.worker_label.clone(),
             priority: run.request.priority,
             enqueued_at: run.created_at,
             job_limit: job.spec.parallelism,

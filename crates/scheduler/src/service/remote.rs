@@ -1,6 +1,7 @@
 //! Runs whose shards remote workers execute (distributed mode). The leading
 //! scheduler runs none of their shards itself: it offers each shard to the
-//! workers of the run's pool through the [`Dispatcher`] once its
+//! workers of the run's pool — those carrying the job's worker label, when
+//! it names one — through the [`Dispatcher`] once its
 //! [`SlotDispatcher`] admits it (the live workers' capacity, priorities, pool
 //! quotas, the job's parallelism), follows the shard ledger in the store, and
 //! records the run's end once every shard has finished.
@@ -353,6 +354,7 @@ impl RemoteRun {
                 run_id: record.run_id.clone(),
                 shard_id: record.spec.id.clone(),
                 pool: self.ticket.pool.clone(),
+                label: self.ticket.worker_label.clone(),
                 priority: u8::try_from(self.ticket.priority.clamp(0, i32::from(u8::MAX))).unwrap_or(u8::MAX),
             };
             let dispatcher = self.dispatcher.clone();

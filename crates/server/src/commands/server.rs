@@ -222,13 +222,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The embedded worker of a server in the distributed mode: its slots, on
-/// the default pool and every pool of `[pools]`.
+/// the default pool and every pool of `[pools]`, carrying no worker label.
 fn worker_config(file: &ServerFile, service: &ServiceConfig) -> WorkerConfig {
     let mut pools = vec![haul_collect_core::job::DEFAULT_POOL.to_string()];
     pools.extend(file.pools.keys().filter(|pool| *pool != haul_collect_core::job::DEFAULT_POOL).cloned());
     WorkerConfig {
         id: service.owner.clone(),
         pools,
+        labels: Vec::new(),
         slots: file.slots,
         lease_ttl: service.lease_ttl,
         state_dir: file.state_dir.clone(),

@@ -1,6 +1,8 @@
 //! `haul worker --config worker.toml`: a worker process of a distributed
 //! deployment. It joins the registry with its capacity, labels and load,
-//! takes the shards of its pools from the broker, runs them under leases in
+//! takes the shards of its pools from the broker — those of jobs without a
+//! `worker_label`, and those of jobs whose `worker_label` is one of its
+//! `labels` — runs them under leases in
 //! the shared store, and follows the config centre's rate limits. SIGINT or
 //! SIGTERM drains it: it takes nothing new, and its running shards commit,
 //! checkpoint and release their leases at their next batch boundary, within
@@ -45,9 +47,10 @@ struct WorkerFile {
     /// The pools (worker groups) whose shards this worker takes.
     #[serde(default = "default_pools")]
     pools: Vec<String>,
-    /// Free-form labels shown in the registry (`region = "eu"`).
+    /// The worker labels it carries (`["gpu", "eu"]`): it also takes the
+    /// shards of its pools' jobs whose `worker_label` is one of them.
     #[serde(default)]
-    labels: BTreeMap<String, String>,
+    labels: Vec<String>,
     #[serde(default = "default_lease_ttl")]
     lease_ttl: HumanDuration,
     /// Where default dead-letter files go.
@@ -64,6 +67,28 @@ struct WorkerFile {
     registry: RegistryFile,
     #[serde(default)]
     limiter: LimiterFile,
+}
+
+impl WorkerFile {
+    /// Checks what serde cannot: at least one pool, and labels fit for queue names.
+    fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.pools.is_empty(), "`pools` must name at least one pool");
+        for label in &self.labels {
+            haul_collect_core::job::check_worker_label(label)
+                .map_err(|message| anyhow::anyhow!("`labels`: {message}"))?;
+        }
+        Ok(())
+    }
+
+    /// What the registry shows of the worker besides its capacity and load:
+    /// its `pools` and, if any, its `labels`, each comma-separated.
+    fn registry_labels(&self) -> BTreeMap<String, String> {
+        let mut shown = BTreeMap::from([("pools".to_string(), self.pools.join(","))]);
+        if !self.labels.is_empty() {
+            shown.insert("labels".to_string(), self.labels.join(","));
+        }
+        shown
+    }
 }
 
 fn default_slots() -> usize {
@@ -88,6 +113,7 @@ fn default_grace() -> HumanDuration {
 
 pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let file: WorkerFile = super::config_file::read(Some(&args.config))?;
+    file.check()?;
     let id = file.id.clone().unwrap_or_else(default_id);
     let store = haul_register::store::open(&file.store)
         .await
@@ -100,6 +126,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let config = WorkerConfig {
         id: id.clone(),
         pools: file.pools.clone(),
+        labels: file.labels.clone(),
         slots: file.slots.max(1),
         lease_ttl: file.lease_ttl.0,
         state_dir: file.state_dir.clone(),
@@ -107,13 +134,17 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         rate_limits,
     };
     let worker = Worker::new(store, Arc::new(job_loader::builtin_registry()), dispatcher, config);
-    let mut labels = file.labels.clone();
-    labels.insert("pools".to_string(), file.pools.join(","));
-    let info = WorkerInfo { id: id.clone(), capacity: file.slots.max(1) as u32, labels, load: 0 };
+    let info =
+        WorkerInfo { id: id.clone(), capacity: file.slots.max(1) as u32, labels: file.registry_labels(), load: 0 };
     let membership = deployment::join(registry.as_ref(), info, worker.load()).await?;
 
     let stop = shutdown::on_signal();
-    eprintln!("haul worker {id} taking the shards of pools {} ({} slots)", file.pools.join(", "), file.slots.max(1));
+    let labels = if file.labels.is_empty() { String::new() } else { format!(", labels {}", file.labels.join(", ")) };
+    eprintln!(
+        "haul worker {id} taking the shards of pools {}{labels} ({} slots)",
+        file.pools.join(", "),
+        file.slots.max(1)
+    );
     let drained = worker.run(stop, file.shutdown_grace.0).await?;
     if !drained {
         eprintln!("some shards did not stop within {}; their leases will expire", file.shutdown_grace);
@@ -126,4 +157,36 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
 fn default_id() -> String {
     let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "localhost".into());
     format!("worker@{host}:{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker_file(extra: &str) -> WorkerFile {
+        let text = format!("store = \"mysql://db/haul\"\n{extra}\n[dispatch]\n[registry]\n");
+        toml::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn a_worker_carries_the_labels_it_lists_and_shows_them_in_the_registry() {
+        let file = worker_file("pools = [\"default\", \"etl\"]\nlabels = [\"gpu\", \"eu\"]");
+        file.check().unwrap();
+        assert_eq!(file.labels, ["gpu", "eu"]);
+        let shown = file.registry_labels();
+        assert_eq!((shown["pools"].as_str(), shown["labels"].as_str()), ("default,etl", "gpu,eu"));
+
+        let unlabelled = worker_file("");
+        unlabelled.check().unwrap();
+        assert!(unlabelled.labels.is_empty());
+        assert_eq!(unlabelled.registry_labels(), BTreeMap::from([("pools".to_string(), "default".to_string())]));
+    }
+
+    #[test]
+    fn a_worker_label_must_fit_a_queue_name_and_a_worker_needs_a_pool() {
+        let error = worker_file("labels = [\"gpu.big\"]").check().unwrap_err().to_string();
+        assert!(error.starts_with("`labels`: "), "{error}");
+        assert!(worker_file("labels = [\"\"]").check().is_err());
+        assert!(worker_file("pools = []").check().is_err());
+    }
 }

@@ -3,7 +3,9 @@
 //! ZooKeeper chroot of their own, RabbitMQ queues under a prefix of their
 //! own and Redis keys under a prefix of their own — all on the services of
 //! 127.0.0.1 unless a test gives private ones. Jobs read and write files
-//! under the cluster's folder, which every process shares.
+//! under the cluster's folder, which every process shares. When the cluster
+//! drops, its ZooKeeper chroot goes, and so do the queues of the placements
+//! its workers served.
 
 #![allow(dead_code)]
 
@@ -12,7 +14,8 @@ use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use haul_register::testing::{Backend, TestDatabase, ZOOKEEPER, remove_zookeeper_tree};
+use haul_register::dispatch::{Placement, RabbitDispatcher};
+use haul_register::testing::{Backend, TestDatabase, ZOOKEEPER, delete_rabbit_queues, remove_zookeeper_tree};
 
 use super::server::{Server, spawn_haul};
 
@@ -55,6 +58,8 @@ pub struct Cluster {
     pub services: Services,
     pub chroot: String,
     pub prefix: String,
+    /// The RabbitMQ queues the cluster's workers took shards from, deleted on drop.
+    queues: Mutex<Vec<String>>,
     dir: tempfile::TempDir,
 }
 
@@ -76,11 +81,17 @@ impl Cluster {
     /// A cluster on `services`, keeping `database` (if any) for as long as it lives.
     pub fn with_services(database: Option<TestDatabase>, services: Services) -> Cluster {
         let id = uuid::Uuid::now_v7().simple().to_string();
+        let prefix = format!("haul-test-{id}");
         Cluster {
             database,
             services,
             chroot: format!("/haul-test-{id}"),
-            prefix: format!("haul-test-{id}"),
+            // the default pool's, which the leader publishes into
+            queues: Mutex::new(vec![RabbitDispatcher::queue_name_under(
+                &prefix,
+                &Placement { pool: haul_collect_core::job::DEFAULT_POOL.to_string(), label: None },
+            )]),
+            prefix,
             dir: tempfile::tempdir().unwrap(),
         }
     }
@@ -132,13 +143,25 @@ impl Cluster {
 
     /// Starts a worker named `name` with `slots` slots on `pools`.
     pub fn worker(&self, name: &str, slots: usize, pools: &[&str]) -> WorkerProcess {
+        self.labelled_worker(name, slots, pools, &[])
+    }
+
+    /// Starts a worker like [`Cluster::worker`], carrying the worker `labels`.
+    pub fn labelled_worker(&self, name: &str, slots: usize, pools: &[&str], labels: &[&str]) -> WorkerProcess {
         let dir = self.path(name);
         std::fs::create_dir_all(&dir).unwrap();
+        let owned = |names: &[&str]| names.iter().map(|name| name.to_string()).collect::<Vec<_>>();
+        self.queues.lock().unwrap().extend(
+            Placement::served_by(&owned(pools), &owned(labels))
+                .iter()
+                .map(|placement| RabbitDispatcher::queue_name_under(&self.prefix, placement)),
+        );
         let (ttl, grace) = (LEASE_TTL.as_millis(), SHUTDOWN_GRACE.as_millis());
-        let pools = pools.iter().map(|pool| format!("\"{pool}\"")).collect::<Vec<_>>().join(", ");
+        let list = |names: &[&str]| names.iter().map(|name| format!("\"{name}\"")).collect::<Vec<_>>().join(", ");
+        let (pools, labels) = (list(pools), list(labels));
         let config = format!(
-            "id = \"{name}\"\nstore = \"{}\"\nslots = {slots}\npools = [{pools}]\nlease_ttl = \"{ttl}ms\"\n\
-             state_dir = \"{}\"\nshutdown_grace = \"{grace}ms\"\n\n{}",
+            "id = \"{name}\"\nstore = \"{}\"\nslots = {slots}\npools = [{pools}]\nlabels = [{labels}]\n\
+             lease_ttl = \"{ttl}ms\"\nstate_dir = \"{}\"\nshutdown_grace = \"{grace}ms\"\n\n{}",
             self.services.store,
             dir.join("state").display(),
             self.shared_tables()
@@ -152,13 +175,19 @@ impl Cluster {
 }
 
 impl Drop for Cluster {
-    /// Removes the cluster's ZooKeeper chroot (the database goes with its own drop).
+    /// Removes the cluster's ZooKeeper chroot and its workers' queues (the
+    /// database goes with its own drop).
     fn drop(&mut self) {
         let chroot = self.chroot.clone();
+        let amqp = self.services.amqp.clone();
+        let queues = std::mem::take(&mut *self.queues.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
         // Drop may run inside a runtime: use a thread of its own.
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
-            runtime.block_on(remove_zookeeper_tree(&chroot));
+            runtime.block_on(async {
+                remove_zookeeper_tree(&chroot).await;
+                delete_rabbit_queues(&amqp, &queues).await;
+            });
         })
         .join();
     }

@@ -1,5 +1,7 @@
-//! The RabbitMQ [`Dispatcher`]: one durable quorum queue per pool, named
-//! `PREFIX.shards.POOL`, declared on first use. Publishing waits for the
+//! The RabbitMQ [`Dispatcher`]: one durable quorum queue per [`Placement`],
+//! named `PREFIX.shards.POOL` for the shards any worker of the pool takes and
+//! `PREFIX.shards.POOL.label.LABEL` for those that need a worker label,
+//! declared on first use. Publishing waits for the
 //! broker's confirm; consumers acknowledge by hand, with a prefetch (QoS) of
 //! their free slots, each on its own channel so that a consumer that goes
 //! away gives back what it held, redelivered.
@@ -27,7 +29,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
 use tokio::time::Instant;
 
-use super::{AssignmentConsumer, Dispatcher, Error, ShardAssignment};
+use super::{AssignmentConsumer, Dispatcher, Error, Placement, ShardAssignment};
 use consumer::RabbitConsumer;
 use link::Link;
 
@@ -82,9 +84,20 @@ impl RabbitDispatcher {
         self.link.close().await
     }
 
-    /// The queue of `pool`.
-    pub fn queue_name(&self, pool: &str) -> String {
-        format!("{}.shards.{pool}", self.prefix)
+    /// The queue of `placement`.
+    pub fn queue_name(&self, placement: &Placement) -> String {
+        Self::queue_name_under(&self.prefix, placement)
+    }
+
+    /// The queue of `placement` for the dispatchers under `prefix`. The
+    /// unlabelled queue keeps the name it had before worker labels, so queued
+    /// assignments survive an upgrade; a label is a token without `.` (see
+    /// [`haul_collect_core::job::check_worker_label`]).
+    pub fn queue_name_under(prefix: &str, placement: &Placement) -> String {
+        match &placement.label {
+            None => format!("{prefix}.shards.{}", placement.pool),
+            Some(label) => format!("{prefix}.shards.{}.label.{label}", placement.pool),
+        }
     }
 
     /// One attempt at publishing `body` into `queue`, waiting for the confirm.
@@ -110,7 +123,7 @@ impl RabbitDispatcher {
 #[async_trait]
 impl Dispatcher for RabbitDispatcher {
     async fn publish(&self, assignment: &ShardAssignment) -> Result<(), Error> {
-        let queue = self.queue_name(&assignment.pool);
+        let queue = self.queue_name(&assignment.placement());
         let body = serde_json::to_vec(assignment)?;
         let timeout = self.link.options().publish_timeout;
         let started = Instant::now();
@@ -135,8 +148,9 @@ impl Dispatcher for RabbitDispatcher {
         }
     }
 
-    async fn consume(&self, pool: &str, prefetch: u16) -> Result<Box<dyn AssignmentConsumer>, Error> {
-        let consumer = RabbitConsumer::subscribe(self.link.clone(), self.queue_name(pool), prefetch.max(1)).await?;
+    async fn consume(&self, placement: &Placement, prefetch: u16) -> Result<Box<dyn AssignmentConsumer>, Error> {
+        let queue = self.queue_name(placement);
+        let consumer = RabbitConsumer::subscribe(self.link.clone(), queue, prefetch.max(1)).await?;
         Ok(Box::new(consumer))
     }
 }
@@ -148,4 +162,18 @@ async fn declare(channel: &Channel, queue: &str) -> Result<(), Error> {
     let options = QueueDeclareOptions { durable: true, ..Default::default() };
     channel.queue_declare(queue.into(), options, arguments).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unlabelled_shards_keep_the_pools_queue_and_labelled_ones_get_a_queue_per_label() {
+        let placement = |pool: &str, label: Option<&str>| Placement { pool: pool.into(), label: label.map(Into::into) };
+        let name = RabbitDispatcher::queue_name_under;
+        assert_eq!(name("haul", &placement("default", None)), "haul.shards.default");
+        assert_eq!(name("haul", &placement("default", Some("gpu"))), "haul.shards.default.label.gpu");
+        assert_eq!(name("t-1", &placement("etl", Some("eu-west"))), "t-1.shards.etl.label.eu-west");
+    }
 }
