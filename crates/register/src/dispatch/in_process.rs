@@ -196,8 +196,13 @@ mod tests {
         let mut unlabelled = dispatcher.consume(&placement(None), 10).await.unwrap();
         let mut other_label = dispatcher.consume(&placement(Some("eu")), 10).await.unwrap();
         let mut gpu = dispatcher.consume(&placement(Some("gpu")), 10).await.unwrap();
-        assert_eq!(next(&mut gpu).await.assignment, labelled);
-        assert_eq!(next(&mut unlabelled).await.assignment.shard_id, "any-shard");
+        // settled, so that nothing is delivered again
+        let taken = next(&mut gpu).await;
+        assert_eq!(taken.assignment, labelled);
+        taken.ack().await.unwrap();
+        let taken = next(&mut unlabelled).await;
+        assert_eq!(taken.assignment.shard_id, "any-shard");
+        taken.ack().await.unwrap();
         let nothing = Duration::from_millis(50);
         assert!(tokio::time::timeout(nothing, unlabelled.next()).await.is_err());
         assert!(tokio::time::timeout(nothing, other_label.next()).await.is_err());
