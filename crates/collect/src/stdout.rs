@@ -15,7 +15,7 @@ use haul_collect_core::registry::{Plugin, PluginInfo, Role};
 use haul_collect_core::{Batch, Delivery, ShardWriter, Sink};
 use serde::Deserialize;
 
-use crate::file::write_json_row;
+use crate::file::JsonRows;
 
 /// The bytes of JSON lines held before they are printed without waiting for the commit.
 const PENDING_LIMIT: usize = 1024 * 1024;
@@ -96,8 +96,9 @@ impl StdoutWriter {
 #[async_trait]
 impl ShardWriter for StdoutWriter {
     async fn write(&mut self, batch: &Batch) -> anyhow::Result<()> {
+        let rows = JsonRows::new(&batch.schema);
         for row in &batch.rows {
-            write_json_row(&mut self.pending, &batch.schema, row)?;
+            rows.write_row(&mut self.pending, row)?;
             if self.pending.len() > self.limit {
                 self.print().await?;
             }

@@ -28,4 +28,4 @@ pub use plan::{InputCompression, InputFormat};
 pub use sink::{FileSinkConfig, FileSinkPlugin, OutputCompression, OutputFormat};
 pub use source::{FileSourceConfig, FileSourcePlugin};
 
-pub(crate) use jsonl_write::write_json_row;
+pub(crate) use jsonl_write::JsonRows;

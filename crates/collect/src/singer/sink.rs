@@ -32,7 +32,7 @@ use super::launch::Launch;
 use super::process::SingerProcess;
 use super::protocol::{record_prefix, schema_message};
 use super::source::default_idle_timeout;
-use crate::file::write_json_row;
+use crate::file::JsonRows;
 
 /// The `singer` sink's options in a job file.
 #[derive(Debug, Deserialize)]
@@ -210,11 +210,10 @@ impl ShardWriter for TargetWriter {
             self.buffer.push(b'\n');
             target.announced = Some(batch.schema.clone());
         }
+        let rows = JsonRows::new(&batch.schema);
         for row in &batch.rows {
             self.buffer.extend_from_slice(&self.record_prefix);
-            // The row's object ends with a line end; the message closes before it.
-            write_json_row(&mut self.buffer, &batch.schema, row)?;
-            self.buffer.pop();
+            rows.write_object(&mut self.buffer, row)?;
             self.buffer.extend_from_slice(b"}\n");
         }
         self.send().await
