@@ -4,11 +4,17 @@
 //!
 //! A commit usually makes one part; when a batch does not fit the part under
 //! way (a new field, another type) it makes several, numbered in its name.
+//!
+//! The sync on publish would write the whole part to the disk while the
+//! commit waits. Instead, a part starts writing back what it holds every
+//! [`WRITEBACK_BYTES`], on a thread of its own while the shard goes on, so
+//! that little is left for the commit's sync.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
 
 use anyhow::Context;
 use flate2::write::GzEncoder;
@@ -16,6 +22,9 @@ use haul_collect_core::{Batch, Schema};
 
 /// The write buffer of part files.
 const BUFFER_BYTES: usize = 1024 * 1024;
+
+/// How much a part writes between the syncs it starts in the background.
+const WRITEBACK_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Numbers the temporary files this process creates, so they never collide.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -33,13 +42,13 @@ pub(crate) trait PartEncoder: Send {
 
 /// The byte stream of a text part: buffered, optionally gzip-compressed.
 pub(crate) enum PartOutput {
-    Plain(BufWriter<File>),
-    Gzip(GzEncoder<BufWriter<File>>),
+    Plain(BufWriter<WritebackFile>),
+    Gzip(GzEncoder<BufWriter<WritebackFile>>),
 }
 
 impl PartOutput {
     pub fn new(file: File, gzip: bool) -> PartOutput {
-        let buffered = BufWriter::with_capacity(BUFFER_BYTES, file);
+        let buffered = BufWriter::with_capacity(BUFFER_BYTES, WritebackFile::new(file, WRITEBACK_BYTES));
         if gzip {
             PartOutput::Gzip(GzEncoder::new(buffered, flate2::Compression::default()))
         } else {
@@ -53,7 +62,7 @@ impl PartOutput {
             PartOutput::Plain(buffered) => buffered,
             PartOutput::Gzip(encoder) => encoder.finish()?,
         };
-        buffered.into_inner().map_err(|error| error.into_error())
+        buffered.into_inner().map_err(|error| error.into_error())?.finish()
     }
 }
 
@@ -77,6 +86,64 @@ impl Write for PartOutput {
             PartOutput::Plain(buffered) => buffered.flush(),
             PartOutput::Gzip(encoder) => encoder.flush(),
         }
+    }
+}
+
+/// A part file that syncs what was written to it, in the background, every
+/// `every` bytes: one sync at a time, on a cloned handle in a thread of its
+/// own. A failed sync fails the next write or [`WritebackFile::finish`].
+pub(crate) struct WritebackFile {
+    file: File,
+    every: u64,
+    /// Bytes written since the last sync started.
+    unsynced: u64,
+    syncing: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl WritebackFile {
+    pub fn new(file: File, every: u64) -> WritebackFile {
+        WritebackFile { file, every, unsynced: 0, syncing: None }
+    }
+
+    /// Starts a sync unless one is still running.
+    fn start_sync(&mut self) -> io::Result<()> {
+        if self.syncing.as_ref().is_some_and(|sync| !sync.is_finished()) {
+            return Ok(());
+        }
+        self.wait()?;
+        let file = self.file.try_clone()?;
+        self.syncing = Some(std::thread::Builder::new().name("haul-part-sync".into()).spawn(move || file.sync_data())?);
+        self.unsynced = 0;
+        Ok(())
+    }
+
+    /// Waits for the sync under way, if any, and returns its outcome.
+    fn wait(&mut self) -> io::Result<()> {
+        match self.syncing.take() {
+            Some(sync) => sync.join().unwrap_or_else(|_| Err(io::Error::other("the part's sync thread panicked"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for the background sync and returns the file, for the sync that makes it durable.
+    pub fn finish(mut self) -> io::Result<File> {
+        self.wait()?;
+        Ok(self.file)
+    }
+}
+
+impl Write for WritebackFile {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let written = self.file.write(bytes)?;
+        self.unsynced += written as u64;
+        if self.unsynced >= self.every {
+            self.start_sync()?;
+        }
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
     }
 }
 
@@ -191,6 +258,26 @@ fn sync_directory(_directory: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parts_start_syncing_every_so_many_bytes_and_keep_them_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("part");
+        let mut file = WritebackFile::new(File::create(&path).unwrap(), 1000);
+        file.write_all(&[b'a'; 999]).unwrap();
+        assert!(file.syncing.is_none());
+        file.write_all(b"b").unwrap();
+        assert!(file.syncing.is_some(), "a sync starts after 1000 bytes");
+        assert_eq!(file.unsynced, 0);
+        for _ in 0..10 {
+            file.write_all(&[b'c'; 700]).unwrap();
+        }
+        drop(file.finish().unwrap());
+        let written = fs::read(&path).unwrap();
+        assert_eq!(written.len(), 8000);
+        assert!(written[..999].iter().all(|&b| b == b'a') && written[999] == b'b');
+        assert!(written[1000..].iter().all(|&b| b == b'c'));
+    }
 
     #[test]
     fn names_are_safe_and_sequenced() {
