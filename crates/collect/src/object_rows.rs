@@ -29,17 +29,36 @@ impl ObjectRows {
     pub(crate) fn push(&mut self, object: OrderedObject<'_>) {
         let mut row = vec![Value::Null; self.names.len()];
         for (index, (key, json)) in object.0.into_iter().enumerate() {
-            let value = Value::from_json(json);
-            let position = self.position_of(index, key.0);
-            if row.len() <= position {
-                row.resize(position + 1, Value::Null);
-            }
-            if let (Some(slot), Some(known)) = (row.get_mut(position), self.types.get_mut(position)) {
-                *known = DataType::merged(*known, &value);
-                *slot = value;
-            }
+            self.set(&mut row, index, key.0, Value::from_json(json));
         }
         self.rows.push(row);
+    }
+
+    /// Adds one record read straight from the entries of a JSON object, in
+    /// document order, without collecting them first. On an error the rows
+    /// are left unfinished: the caller drops them.
+    pub(crate) fn push_entries<'de, A: MapAccess<'de>>(&mut self, mut map: A) -> Result<(), A::Error> {
+        let mut row = vec![Value::Null; self.names.len()];
+        let mut index = 0;
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            let value = Value::from_json(map.next_value::<serde_json::Value>()?);
+            self.set(&mut row, index, key.0, value);
+            index += 1;
+        }
+        self.rows.push(row);
+        Ok(())
+    }
+
+    /// Puts `value`, the `index`th entry of its record, into the record's field `key`.
+    fn set(&mut self, row: &mut Vec<Value>, index: usize, key: Cow<'_, str>, value: Value) {
+        let position = self.position_of(index, key);
+        if row.len() <= position {
+            row.resize(position + 1, Value::Null);
+        }
+        if let (Some(slot), Some(known)) = (row.get_mut(position), self.types.get_mut(position)) {
+            *known = DataType::merged(*known, &value);
+            *slot = value;
+        }
     }
 
     /// The rows pushed so far as one batch; starts a new one.
@@ -101,7 +120,7 @@ impl<'de> Deserialize<'de> for OrderedObject<'de> {
 }
 
 /// Reads a JSON object's entries in document order.
-pub(crate) struct ObjectVisitor;
+struct ObjectVisitor;
 
 impl<'de> Visitor<'de> for ObjectVisitor {
     type Value = OrderedObject<'de>;

@@ -18,7 +18,7 @@ use haul_collect_core::{Batch, DataType, Field, Rejected, Schema, Value};
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::object_rows::{Key, ObjectRows, ObjectVisitor, OrderedObject, parse_object};
+use crate::object_rows::{Key, ObjectRows, OrderedObject, parse_object};
 
 /// How a response body holds its records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -265,73 +265,84 @@ impl<'de> Visitor<'de> for RecordsVisitor<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(object) = seq.next_element_seed(RecordSeed)? {
-            self.rows.push(object);
-        }
+        while seq.next_element_seed(RecordSeed { rows: &mut *self.rows })?.is_some() {}
         Ok(())
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        self.rows.push(ObjectVisitor.visit_map(map)?);
-        Ok(())
+        self.rows.push_entries(map)
     }
 }
 
-/// One item of the records array: an object, or a scalar wrapped as `value`.
-struct RecordSeed;
+/// One item of the records array, added to the rows: an object, or a scalar
+/// wrapped as `value`.
+struct RecordSeed<'o> {
+    rows: &'o mut ObjectRows,
+}
 
-impl<'de> DeserializeSeed<'de> for RecordSeed {
-    type Value = OrderedObject<'de>;
+impl<'de> DeserializeSeed<'de> for RecordSeed<'_> {
+    type Value = ();
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<OrderedObject<'de>, D::Error> {
-        deserializer.deserialize_any(RecordVisitor)
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(RecordVisitor { rows: self.rows })
     }
 }
 
-struct RecordVisitor;
-
-fn wrapped<'de>(value: serde_json::Value) -> OrderedObject<'de> {
-    OrderedObject(vec![(Key("value".into()), value)])
+struct RecordVisitor<'o> {
+    rows: &'o mut ObjectRows,
 }
 
-impl<'de> Visitor<'de> for RecordVisitor {
-    type Value = OrderedObject<'de>;
+impl RecordVisitor<'_> {
+    fn wrapped(self, value: serde_json::Value) {
+        self.rows.push(OrderedObject(vec![(Key("value".into()), value)]));
+    }
+}
+
+impl<'de> Visitor<'de> for RecordVisitor<'_> {
+    type Value = ();
 
     fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
         formatter.write_str("a record")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<OrderedObject<'de>, A::Error> {
-        ObjectVisitor.visit_map(map)
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        self.rows.push_entries(map)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<OrderedObject<'de>, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
         let items = serde_json::Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
-        Ok(wrapped(items))
+        self.wrapped(items);
+        Ok(())
     }
 
-    fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<OrderedObject<'de>, E> {
-        Ok(wrapped(value.into()))
+    fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<(), E> {
+        self.wrapped(value.into());
+        Ok(())
     }
 
-    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<OrderedObject<'de>, E> {
-        Ok(wrapped(value.into()))
+    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<(), E> {
+        self.wrapped(value.into());
+        Ok(())
     }
 
-    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<OrderedObject<'de>, E> {
-        Ok(wrapped(value.into()))
+    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<(), E> {
+        self.wrapped(value.into());
+        Ok(())
     }
 
-    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<OrderedObject<'de>, E> {
-        Ok(wrapped(value.into()))
+    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<(), E> {
+        self.wrapped(value.into());
+        Ok(())
     }
 
-    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<OrderedObject<'de>, E> {
-        Ok(wrapped(value.into()))
+    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<(), E> {
+        self.wrapped(value.into());
+        Ok(())
     }
 
-    fn visit_unit<E: serde::de::Error>(self) -> Result<OrderedObject<'de>, E> {
-        Ok(wrapped(serde_json::Value::Null))
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.wrapped(serde_json::Value::Null);
+        Ok(())
     }
 }
 
