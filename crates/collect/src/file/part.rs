@@ -43,14 +43,14 @@ pub(crate) trait PartEncoder: Send {
 /// The byte stream of a text part: buffered, optionally gzip-compressed.
 pub(crate) enum PartOutput {
     Plain(BufWriter<WritebackFile>),
-    Gzip(GzEncoder<BufWriter<WritebackFile>>),
+    Gzip(Box<GzEncoder<BufWriter<WritebackFile>>>),
 }
 
 impl PartOutput {
     pub fn new(file: File, gzip: bool) -> PartOutput {
         let buffered = BufWriter::with_capacity(BUFFER_BYTES, WritebackFile::new(file, WRITEBACK_BYTES));
         if gzip {
-            PartOutput::Gzip(GzEncoder::new(buffered, flate2::Compression::default()))
+            PartOutput::Gzip(Box::new(GzEncoder::new(buffered, flate2::Compression::default())))
         } else {
             PartOutput::Plain(buffered)
         }
@@ -60,7 +60,7 @@ impl PartOutput {
     pub fn finish(self) -> io::Result<File> {
         let buffered = match self {
             PartOutput::Plain(buffered) => buffered,
-            PartOutput::Gzip(encoder) => encoder.finish()?,
+            PartOutput::Gzip(encoder) => (*encoder).finish()?,
         };
         buffered.into_inner().map_err(|error| error.into_error())?.finish()
     }
