@@ -201,37 +201,11 @@ impl SqliteStore {
 
 /// The migrations, embedded in the binary.
 fn migrator() -> sqlx::migrate::Migrator {
-    use sqlx::SqlSafeStr;
-    use sqlx::migrate::{Migration, MigrationType, Migrator};
-    Migrator::with_migrations(vec![
-        Migration::new(
-            1,
-            "init".into(),
-            MigrationType::Simple,
-            include_str!("../../../migrations/sqlite/0001_init.sql").into_sql_str(),
-            false,
-        ),
-        Migration::new(
-            2,
-            "platform".into(),
-            MigrationType::Simple,
-            include_str!("../../../migrations/sqlite/0002_platform.sql").into_sql_str(),
-            false,
-        ),
-        Migration::new(
-            3,
-            "split".into(),
-            MigrationType::Simple,
-            include_str!("../../../migrations/sqlite/0003_split.sql").into_sql_str(),
-            false,
-        ),
-        Migration::new(
-            4,
-            "follow".into(),
-            MigrationType::Simple,
-            include_str!("../../../migrations/sqlite/0004_follow.sql").into_sql_str(),
-            false,
-        ),
+    super::sql::embedded_migrations(&[
+        ("init", include_str!("../../../migrations/sqlite/0001_init.sql")),
+        ("platform", include_str!("../../../migrations/sqlite/0002_platform.sql")),
+        ("split", include_str!("../../../migrations/sqlite/0003_split.sql")),
+        ("follow", include_str!("../../../migrations/sqlite/0004_follow.sql")),
     ])
 }
 
