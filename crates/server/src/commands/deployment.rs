@@ -5,6 +5,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use haul_common::duration::HumanDuration;
@@ -130,8 +131,15 @@ pub async fn watch_capacity(registry: &dyn Registry, depth: NonZeroU32) -> anyho
     Ok(receiver)
 }
 
-/// Lists a worker in the registry, publishing its load as it changes, until
-/// the returned membership is left or dropped.
+/// The least time between two publications of a worker's load. A busy
+/// worker's load changes with every shard it starts or ends, and each
+/// publication is a registry write that every scheduler watching the members
+/// hears of; the load shown is at most this old.
+const LOAD_PUBLICATION_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Lists a worker in the registry, publishing its load as it changes (the
+/// latest value, at most once per [`LOAD_PUBLICATION_INTERVAL`]), until the
+/// returned membership is left or dropped.
 pub async fn join(
     registry: &dyn Registry,
     worker: WorkerInfo,
@@ -144,6 +152,8 @@ pub async fn join(
         while load.changed().await.is_ok() {
             let Some(membership) = publishing.upgrade() else { return };
             membership.update_load(*load.borrow_and_update());
+            drop(membership);
+            tokio::time::sleep(LOAD_PUBLICATION_INTERVAL).await;
         }
     });
     Ok(membership)
