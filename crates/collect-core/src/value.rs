@@ -1,9 +1,18 @@
 //! One field value. Nested data (objects, arrays) stays nested as JSON.
 
+use std::fmt;
+use std::sync::LazyLock;
+
+use chrono::format::{Item, StrftimeItems};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde::ser::{Serialize, Serializer};
 
 use crate::DataType;
+
+/// How a wall-clock time is written (`%Y-%m-%dT%H:%M:%S%.f`), parsed once:
+/// parsing the format for every value cost more than the formatting.
+static NAIVE_TIMESTAMP_FORMAT: LazyLock<Vec<Item<'static>>> =
+    LazyLock::new(|| StrftimeItems::new("%Y-%m-%dT%H:%M:%S%.f").collect());
 
 /// A value of a record's field. Its variant matches the field's [`crate::DataType`]
 /// or is `Null`.
@@ -88,24 +97,29 @@ impl Value {
     /// Appends the value's text rendering (see [`Value::to_text`]) to `out`;
     /// false for null, which appends nothing.
     pub fn write_text(&self, out: &mut String) -> bool {
-        use std::fmt::Write;
         // Writing into a `String` cannot fail.
-        let _ = match self {
-            Value::Null => return false,
+        self.render_text(out).unwrap_or(true)
+    }
+
+    /// Writes the value's text rendering to `out`; `Ok(false)` for null.
+    fn render_text(&self, out: &mut impl fmt::Write) -> Result<bool, fmt::Error> {
+        match self {
+            Value::Null => return Ok(false),
             Value::Bool(b) => write!(out, "{b}"),
             Value::Int(i) => write!(out, "{i}"),
             Value::Float(f) => write!(out, "{f}"),
             Value::Decimal(text) | Value::String(text) => out.write_str(text),
             Value::Bytes(bytes) => {
-                write_hex(bytes, |digits| out.push_str(digits));
-                Ok(())
+                let mut written = Ok(());
+                write_hex(bytes, |digits| written = written.and_then(|()| out.write_str(digits)));
+                written
             }
             Value::Date(d) => write!(out, "{d}"),
-            Value::Timestamp(t) => write!(out, "{}", t.format("%Y-%m-%dT%H:%M:%S%.f")),
+            Value::Timestamp(t) => write!(out, "{}", t.format_with_items(NAIVE_TIMESTAMP_FORMAT.iter())),
             Value::TimestampTz(t) => out.write_str(&t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
             Value::Json(json) => write!(out, "{json}"),
-        };
-        true
+        }?;
+        Ok(true)
     }
 
     /// The value's text: borrowed for strings, decimals and booleans,
@@ -156,8 +170,19 @@ impl Serialize for Value {
             Value::Float(f) if f.is_finite() => serializer.serialize_f64(*f),
             Value::Float(f) => serializer.serialize_str(&f.to_string()),
             Value::Json(json) => json.serialize(serializer),
-            other => serializer.serialize_str(&other.to_text().unwrap_or_default()),
+            Value::Decimal(text) | Value::String(text) => serializer.serialize_str(text),
+            // Written straight into the output, without a string of its own.
+            other => serializer.collect_str(&Text(other)),
         }
+    }
+}
+
+/// A value's text rendering, as [`fmt::Display`].
+struct Text<'a>(&'a Value);
+
+impl fmt::Display for Text<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.render_text(f).map(|_| ())
     }
 }
 
@@ -211,5 +236,31 @@ mod tests {
         let t = DateTime::parse_from_rfc3339("2024-01-02T03:04:05Z").unwrap().with_timezone(&Utc);
         assert_eq!(Value::TimestampTz(t).to_json(), serde_json::json!("2024-01-02T03:04:05Z"));
         assert_eq!(Value::Float(f64::NAN).to_json(), serde_json::json!("NaN"));
+    }
+
+    #[test]
+    fn wall_clock_times_keep_only_the_fraction_they_have() {
+        let at = |text: &str| Value::Timestamp(text.parse().unwrap());
+        assert_eq!(at("2024-01-02T03:04:05").to_text().unwrap(), "2024-01-02T03:04:05");
+        assert_eq!(at("2024-01-02T03:04:05.5").to_text().unwrap(), "2024-01-02T03:04:05.500");
+        assert_eq!(at("2024-01-02T03:04:05.000123").to_text().unwrap(), "2024-01-02T03:04:05.000123");
+    }
+
+    #[test]
+    fn json_writes_each_value_as_its_text_or_its_json() {
+        let t = DateTime::parse_from_rfc3339("2024-01-02T03:04:05.25Z").unwrap().with_timezone(&Utc);
+        let values = [
+            Value::String("quote \" and \u{1}".into()),
+            Value::Decimal("12.30".into()),
+            Value::Bytes(vec![0, 0xab]),
+            Value::Date(t.date_naive()),
+            Value::Timestamp(t.naive_utc()),
+            Value::TimestampTz(t),
+        ];
+        for value in values {
+            let text = value.to_text().unwrap();
+            assert_eq!(serde_json::to_string(&value).unwrap(), serde_json::to_string(&text).unwrap(), "{value:?}");
+            assert_eq!(value.to_json(), serde_json::Value::String(text));
+        }
     }
 }
