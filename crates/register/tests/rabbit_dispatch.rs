@@ -1,11 +1,13 @@
 //! The RabbitMQ dispatcher against a real broker: confirmed publishes into a
-//! quorum queue per pool and worker label, prefetch, manual acks and
-//! redelivery after a consumer dies. Each test uses its own queues and
+//! quorum queue per pool and worker label, prefetch, manual acks,
+//! redelivery after a consumer dies, and the doorbell. Each test uses its own queues and
 //! deletes them.
 
 use std::time::Duration;
 
-use haul_register::dispatch::{AssignmentConsumer, Delivery, Dispatcher, Placement, RabbitDispatcher, ShardAssignment};
+use haul_register::dispatch::{
+    AssignmentConsumer, DOORBELL_LENGTH, Delivery, Dispatcher, Placement, RabbitDispatcher, ShardAssignment,
+};
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Connection, ConnectionProperties};
@@ -37,6 +39,27 @@ impl Isolated {
             channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await.unwrap();
         }
         connection.close(200, "done".into()).await.unwrap();
+    }
+
+    /// How many messages the doorbell's queue holds, once it holds `expected`
+    /// (or whatever it holds after a few seconds); then the queue is deleted.
+    async fn doorbell_length_then_delete(&self, expected: u32) -> u32 {
+        let connection = Connection::connect(BROKER, ConnectionProperties::default()).await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let queue = RabbitDispatcher::doorbell_queue_under(&self.prefix);
+        let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+        let mut count = 0;
+        for _ in 0..100 {
+            let declared = channel.queue_declare(queue.as_str().into(), passive, FieldTable::default()).await.unwrap();
+            count = declared.message_count();
+            if count == expected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await.unwrap();
+        connection.close(200, "done".into()).await.unwrap();
+        count
     }
 }
 
@@ -142,6 +165,32 @@ async fn a_labelled_assignment_goes_only_to_the_workers_carrying_its_label() {
     assert_eq!(delivery.assignment, labelled);
     delivery.ack().await.unwrap();
     assert!(tokio::time::timeout(nothing, gpu.next()).await.is_err());
+    dispatcher.close().await.unwrap();
+    isolated.delete_queues().await;
+}
+
+#[tokio::test]
+async fn rings_reach_the_doorbell_never_a_worker_and_only_the_newest_are_kept() {
+    let isolated = Isolated::new(&[("etl", None)]);
+    let dispatcher = isolated.dispatcher().await;
+    let mut assignments = dispatcher.consume(&placement("etl", None), 4).await.unwrap();
+    let mut doorbell = dispatcher.doorbell().await.unwrap();
+    dispatcher.ring(&assignment("s1", "etl", 0)).await.unwrap();
+    let ring = next(&mut doorbell).await;
+    assert_eq!(ring.assignment, assignment("s1", "etl", 0));
+    ring.ack().await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), assignments.next()).await.is_err(),
+        "a ring is no assignment"
+    );
+
+    // Unread rings pile up to the doorbell's length, no further.
+    drop(doorbell);
+    for shard in 0..DOORBELL_LENGTH + 5 {
+        dispatcher.ring(&assignment(&format!("s{shard}"), "etl", 0)).await.unwrap();
+    }
+    let kept = isolated.doorbell_length_then_delete(DOORBELL_LENGTH as u32).await;
+    assert_eq!(kept, DOORBELL_LENGTH as u32);
     dispatcher.close().await.unwrap();
     isolated.delete_queues().await;
 }

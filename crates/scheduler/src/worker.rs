@@ -3,7 +3,8 @@
 //! no worker label, and those that need one of its labels — at most `slots`
 //! at a time, claims each shard's lease in the store, runs the shard through
 //! the pipeline runtime from its last checkpoint, and acknowledges the
-//! assignment once the shard's outcome is in the store.
+//! assignment once the shard's outcome is in the store; then it rings the
+//! dispatcher's doorbell, so that the leader looks at the run at once.
 //!
 //! A worker keeps no state of its own; the store is the source of truth.
 //! - An assignment for a shard that is finished, leased by another live
@@ -204,7 +205,8 @@ impl Worker {
             Ok(handled) => {
                 match handled {
                     Handled::Ran(outcome) => {
-                        tracing::debug!(run_id = %assignment.run_id, shard = %assignment.shard_id, ?outcome, "shard ran")
+                        tracing::debug!(run_id = %assignment.run_id, shard = %assignment.shard_id, ?outcome, "shard ran");
+                        self.ring(&assignment);
                     }
                     Handled::Skipped(why) => {
                         tracing::debug!(run_id = %assignment.run_id, shard = %assignment.shard_id, why, "assignment skipped")
@@ -222,6 +224,17 @@ impl Worker {
             // The broker delivers it again, which the lease claim makes harmless.
             tracing::warn!(run_id = %assignment.run_id, shard = %assignment.shard_id, error = %error, "settling an assignment failed");
         }
+    }
+
+    /// Rings the doorbell for a shard whose outcome is in the store, in the
+    /// background: the leader looks at its run soon instead of at its next poll.
+    fn ring(&self, ended: &ShardAssignment) {
+        let (dispatcher, ended) = (self.dispatcher.clone(), ended.clone());
+        tokio::spawn(async move {
+            if let Err(error) = dispatcher.ring(&ended).await {
+                tracing::debug!(run_id = %ended.run_id, shard = %ended.shard_id, %error, "ringing the doorbell failed");
+            }
+        });
     }
 
     /// Runs the assigned shard if it is this worker's to run. An error means

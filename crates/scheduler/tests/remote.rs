@@ -2,8 +2,9 @@
 //! scheduler offers the shards through the in-process dispatcher and worker
 //! agents on the same store run them. The run holds no more slots, and keeps
 //! no more shards waiting for one, than its job's parallelism; the next
-//! shards are offered as the previous ones finish. A job's worker label
-//! keeps its shards off the workers that do not carry it.
+//! shards are offered as the previous ones finish, which the workers' rings
+//! of the doorbell tell the leader long before its poll would. A job's
+//! worker label keeps its shards off the workers that do not carry it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,8 @@ use tokio::sync::watch;
 
 const FILES: usize = 40;
 const PARALLELISM: usize = 3;
+/// A leader poll that keeps the tests quick without the doorbell.
+const QUICK_POLL: Duration = Duration::from_millis(20);
 
 /// A leader on an SQLite store in a folder of its own, offering the shards
 /// of runs through an in-process dispatcher to workers of the test's.
@@ -33,8 +36,9 @@ struct Deployment {
 }
 
 impl Deployment {
-    /// A deployment whose `files` input files hold one record each.
-    async fn start(files: usize) -> Deployment {
+    /// A deployment whose `files` input files hold one record each, whose
+    /// leader looks at a run's shards at least every `poll`.
+    async fn start(files: usize, poll: Duration) -> Deployment {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("in")).unwrap();
         for file in 0..files {
@@ -51,13 +55,14 @@ impl Deployment {
             slots: 50,
             state_dir: dir.path().join("state"),
             remote_workers: Some(dispatcher.clone()),
-            remote_poll: Duration::from_millis(20),
+            remote_poll: poll,
             ..Default::default()
         };
         let platform = Platform::new(store.clone(), plugins.clone(), Arc::new(SystemClock), config, shutdown.clone())
             .await
             .unwrap();
         drop(platform.spawn_loop());
+        drop(platform.follow_doorbell(dispatcher.clone()));
         Deployment { dir, store, plugins, dispatcher, platform, shutdown }
     }
 
@@ -94,12 +99,12 @@ impl Deployment {
         tokio::spawn(async move { worker.run(shutdown, Duration::from_secs(5)).await })
     }
 
-    /// Waits for the run to leave the running state; returns its state.
+    /// Waits for the run to start and end; returns its state.
     async fn finish(&self, run_id: &str) -> RunState {
         let mut state = RunState::Running;
         for _ in 0..500 {
             state = self.store.run_status(run_id).await.unwrap().state;
-            if state != RunState::Running {
+            if !matches!(state, RunState::Pending | RunState::Running) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -110,7 +115,7 @@ impl Deployment {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_run_holds_no_more_than_its_parallelism_and_finishes_on_a_worker() {
-    let deployment = Deployment::start(FILES).await;
+    let deployment = Deployment::start(FILES, QUICK_POLL).await;
     let run_id = deployment.trigger("").await;
     let platform = &deployment.platform;
 
@@ -132,8 +137,26 @@ async fn a_remote_run_holds_no_more_than_its_parallelism_and_finishes_on_a_worke
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_shards_ring_the_leader_to_offer_the_next_ones_long_before_its_poll() {
+    // Two rounds of shards. By polling alone, the second round would be
+    // offered at the look a poll after the first offers; the eighth of a
+    // poll the leader waits between looks once shards finish is the least.
+    let poll = Duration::from_secs(8);
+    let deployment = Deployment::start(2 * PARALLELISM, poll).await;
+    let working = deployment.worker("worker-1", &[]);
+    let started = tokio::time::Instant::now();
+    let run_id = deployment.trigger("").await;
+    assert_eq!(deployment.finish(&run_id).await, RunState::Succeeded);
+    let took = started.elapsed();
+    assert!(took < poll / 2, "the run took {took:?}, as if the leader had waited for its poll of {poll:?}");
+    assert_eq!(output_lines(&deployment.dir.path().join("out")), 2 * PARALLELISM);
+    deployment.shutdown.cancel();
+    assert!(working.await.unwrap().unwrap(), "the worker drained");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shards_of_a_job_with_a_worker_label_run_only_on_workers_carrying_it() {
-    let deployment = Deployment::start(8).await;
+    let deployment = Deployment::start(8, QUICK_POLL).await;
     let plain = deployment.worker("plain", &["eu"]);
     let run_id = deployment.trigger("worker_label = \"gpu\"").await;
 

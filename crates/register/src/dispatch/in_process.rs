@@ -3,6 +3,8 @@
 //! semaphore per consumer for its
 //! prefetch. A delivery dropped without [`super::Delivery::ack`] goes back to
 //! its queue, marked redelivered, as RabbitMQ does when a consumer dies.
+//! The doorbell is one more such queue, cut to its newest
+//! [`DOORBELL_LENGTH`] rings.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
@@ -11,12 +13,16 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use super::{Acknowledgement, AssignmentConsumer, Delivery, Dispatcher, Error, Placement, ShardAssignment};
+use super::{
+    Acknowledgement, AssignmentConsumer, DOORBELL_LENGTH, DOORBELL_PREFETCH, Delivery, Dispatcher, Error, Placement,
+    ShardAssignment,
+};
 
 /// Assignments queued in this process's memory.
 #[derive(Default)]
 pub struct InProcessDispatcher {
     queues: Mutex<HashMap<Placement, Arc<PlacementQueue>>>,
+    doorbell: Arc<PlacementQueue>,
 }
 
 impl InProcessDispatcher {
@@ -46,7 +52,15 @@ struct Waiting {
 
 impl PlacementQueue {
     fn push(&self, assignment: ShardAssignment, redelivered: bool) {
+        self.push_within(assignment, redelivered, usize::MAX);
+    }
+
+    /// Queues `assignment`, dropping the first queued ones beyond `length`.
+    fn push_within(&self, assignment: ShardAssignment, redelivered: bool, length: usize) {
         let mut waiting = self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        while waiting.queue.len() >= length {
+            waiting.queue.pop_first();
+        }
         waiting.published += 1;
         let key = (Reverse(assignment.priority), waiting.published);
         waiting.queue.insert(key, (assignment, redelivered));
@@ -75,14 +89,28 @@ impl Dispatcher for InProcessDispatcher {
     }
 
     async fn consume(&self, placement: &Placement, prefetch: u16) -> Result<Box<dyn AssignmentConsumer>, Error> {
-        let slots = Arc::new(Semaphore::new(usize::from(prefetch.max(1))));
-        Ok(Box::new(InProcessConsumer { queue: self.queue(placement), slots }))
+        Ok(InProcessConsumer::boxed(self.queue(placement), prefetch))
+    }
+
+    async fn ring(&self, ended: &ShardAssignment) -> Result<(), Error> {
+        self.doorbell.push_within(ended.clone(), false, DOORBELL_LENGTH);
+        Ok(())
+    }
+
+    async fn doorbell(&self) -> Result<Box<dyn AssignmentConsumer>, Error> {
+        Ok(InProcessConsumer::boxed(self.doorbell.clone(), DOORBELL_PREFETCH))
     }
 }
 
 struct InProcessConsumer {
     queue: Arc<PlacementQueue>,
     slots: Arc<Semaphore>,
+}
+
+impl InProcessConsumer {
+    fn boxed(queue: Arc<PlacementQueue>, prefetch: u16) -> Box<dyn AssignmentConsumer> {
+        Box::new(InProcessConsumer { queue, slots: Arc::new(Semaphore::new(usize::from(prefetch.max(1)))) })
+    }
 }
 
 #[async_trait]
@@ -185,6 +213,20 @@ mod tests {
         assert!(again.redelivered);
         again.requeue().await.unwrap();
         assert_eq!(next(&mut survivor).await.assignment.shard_id, "a");
+    }
+
+    #[tokio::test]
+    async fn the_doorbell_keeps_its_newest_rings_apart_from_the_assignments() {
+        let dispatcher = InProcessDispatcher::new();
+        for shard in 0..DOORBELL_LENGTH + 2 {
+            dispatcher.ring(&assignment(&shard.to_string(), 0)).await.unwrap();
+        }
+        let mut assignments = dispatcher.consume(&placement(None), 10).await.unwrap();
+        assert!(tokio::time::timeout(Duration::from_millis(50), assignments.next()).await.is_err());
+        let mut doorbell = dispatcher.doorbell().await.unwrap();
+        let first = next(&mut doorbell).await;
+        assert_eq!(first.assignment.shard_id, "2", "the two oldest rings were dropped");
+        first.ack().await.unwrap();
     }
 
     #[tokio::test]

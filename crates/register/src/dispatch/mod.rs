@@ -12,6 +12,11 @@
 //! assignment still claims the shard's lease in the store, whose fencing
 //! epoch makes a duplicated or redelivered assignment harmless.
 //!
+//! The doorbell goes the other way: a worker rings it when a shard's outcome
+//! is in the store, and the leading scheduler looks at that run at once
+//! instead of at its next poll. A ring is a hint only; one lost, late or
+//! repeated costs at most a poll interval, never a shard.
+//!
 //! A backend with a broker rides out the broker's restart: no published
 //! assignment is lost (the queues are durable) and none stays stuck with a
 //! consumer of the dead connection (it is delivered again).
@@ -118,6 +123,13 @@ impl ShardAssignment {
 /// shard's outcome is in the store (or [`Delivery::requeue`]s it to give it
 /// back).
 ///
+/// The [`Dispatcher::doorbell`] is one queue of ended shards: workers
+/// [`Dispatcher::ring`] it, the leading scheduler consumes it (and only it,
+/// or rings would go to schedulers that ignore them) and acknowledges each
+/// ring at once. Rings are best effort: the backend may drop them (it keeps
+/// at most [`DOORBELL_LENGTH`] unread), and the store stays what tells a
+/// shard's end.
+///
 /// Guarantees every backend keeps:
 /// - `publish` returns only once the backend holds the assignment.
 /// - A consumer never holds more than its prefetch of unacknowledged
@@ -138,7 +150,20 @@ pub trait Dispatcher: Send + Sync {
     /// Starts taking the assignments of `placement`, at most `prefetch` (at
     /// least one) unacknowledged at a time.
     async fn consume(&self, placement: &Placement, prefetch: u16) -> Result<Box<dyn AssignmentConsumer>, Error>;
+
+    /// Rings the doorbell for `ended`, a shard whose outcome is in the store.
+    /// Returns once the ring is sent, without waiting for the broker to hold it.
+    async fn ring(&self, ended: &ShardAssignment) -> Result<(), Error>;
+
+    /// Starts taking the rings of the doorbell, [`DOORBELL_PREFETCH`] unacknowledged at a time.
+    async fn doorbell(&self) -> Result<Box<dyn AssignmentConsumer>, Error>;
 }
+
+/// The most rings a doorbell keeps unread; older ones are dropped first.
+pub const DOORBELL_LENGTH: usize = 1000;
+
+/// How many rings a doorbell consumer holds unacknowledged.
+pub const DOORBELL_PREFETCH: u16 = 64;
 
 /// The assignments of one [`Placement`], as one worker takes them.
 #[async_trait]

@@ -21,6 +21,7 @@
 
 mod actions;
 pub mod dispatch;
+mod doorbell;
 mod error;
 mod execution;
 mod ledger;
@@ -41,7 +42,7 @@ use haul_common::shutdown::CancellationToken;
 use haul_register::Store;
 use haul_register::dispatch::Dispatcher;
 use haul_register::limiter::{InProcessLimiter, Limiter};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, broadcast, watch};
 
 pub use actions::{Backfill, RequestedRange, RunDetail, ShardView, SpecFormat, TriggerRequest};
 pub use error::PlatformError;
@@ -79,7 +80,9 @@ pub struct ServiceConfig {
     pub rate_limits: watch::Receiver<RateLimitOverrides>,
     /// Distributed mode: remote workers run the shards, offered to them
     /// through this dispatcher, and `slots` follows their capacity (see
-    /// [`Platform::follow_capacity`]). `None` runs them in this process.
+    /// [`Platform::follow_capacity`]); the doorbell, which workers ring when
+    /// a shard ends, is followed by [`Platform::follow_doorbell`]. `None`
+    /// runs them in this process.
     pub remote_workers: Option<Arc<dyn Dispatcher>>,
     /// How often the leader looks at the shards of a run remote workers run.
     pub remote_poll: Duration,
@@ -130,6 +133,8 @@ struct Inner {
     /// Serialises ticks: the loop's and those that actions ask for.
     ticking: tokio::sync::Mutex<()>,
     wake: Notify,
+    /// The runs whose shards workers rang the doorbell for (see [`Platform::follow_doorbell`]).
+    rung: broadcast::Sender<String>,
     shutdown: CancellationToken,
 }
 
@@ -162,6 +167,7 @@ impl Platform {
                 executions: Mutex::new(HashMap::new()),
                 ticking: tokio::sync::Mutex::new(()),
                 wake: Notify::new(),
+                rung: broadcast::channel(doorbell::RUNG_CAPACITY).0,
                 shutdown,
             }),
         })

@@ -19,8 +19,9 @@
 //! offers every unfinished shard of every running run. Offers may be
 //! duplicated; the lease claim decides who runs a shard.
 //!
-//! The leader looks at the ledger at least every `remote_poll`, and sooner
-//! while shards finish (see [`LookBeat`]); a look reads only the shards in
+//! The leader looks at the ledger at least every `remote_poll`, sooner while
+//! shards finish (see [`LookBeat`]), and soon after a worker rings the
+//! doorbell for a shard of the run that ended; a look reads only the shards in
 //! flight, those it tracks and the next pending ones
 //! ([`Store::shards_to_follow`](haul_register::Store::shards_to_follow)),
 //! so it costs what runs, not the whole run. A shard's slot is freed once a
@@ -46,7 +47,7 @@ use haul_collect_core::runtime::RunOutcome;
 use haul_common::shutdown::CancellationToken;
 use haul_register::dispatch::{Dispatcher, ShardAssignment};
 use haul_register::{RunRecord, RunState, ShardRecord, ShardState};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 
 use super::Platform;
 use super::dispatch::SlotPermit;
@@ -124,6 +125,8 @@ impl Platform {
         // Granted slots are offered between looks without reading the store again.
         let mut beat = LookBeat::new(self.inner.config.remote_poll);
         let mut next_look = tokio::time::Instant::now();
+        let mut last_look = next_look;
+        let mut rings = self.rings();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return RunOutcome::Stopped,
@@ -135,7 +138,20 @@ impl Platform {
                             tracing::warn!(run_id = %run.id, error = %format!("{error:#}"), "following a remote run failed; retrying")
                         }
                     }
-                    next_look = tokio::time::Instant::now() + beat.next(remote.finished_since_last_look);
+                    last_look = tokio::time::Instant::now();
+                    next_look = last_look + beat.next(remote.finished_since_last_look);
+                },
+                ring = rings.recv() => {
+                    let for_this_run = match &ring {
+                        Ok(run_id) => *run_id == run.id,
+                        // Rings were missed, maybe this run's: look.
+                        Err(broadcast::error::RecvError::Lagged(_)) => true,
+                        Err(broadcast::error::RecvError::Closed) => false,
+                    };
+                    if for_this_run {
+                        // As soon as the beat allows after the last look: rings of shards ending together make one look.
+                        next_look = next_look.min(last_look + beat.quickest());
+                    }
                 },
                 Some(grant) = grants.recv() => {
                     let mut granted = vec![grant];

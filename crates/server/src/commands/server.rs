@@ -189,6 +189,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     if let Some(dispatcher) = remote_workers {
         platform.follow_capacity(deployment::watch_capacity(registry.as_ref(), file.dispatch.depth).await?);
         platform.step_down_on_lost_leadership();
+        platform.follow_doorbell(dispatcher.clone());
         if file.slots > 0 {
             let worker = Worker::new(store, plugins, dispatcher, worker_config(&file, &config));
             let membership = deployment::join(registry.as_ref(), worker_info(&file, &owner), worker.load()).await?;

@@ -1,4 +1,5 @@
-//! A worker's subscription to its pool's queue, renewed whenever its channel
+//! A subscription to a queue (a worker's to its pool's, the leader's to the
+//! doorbell), renewed whenever its channel
 //! or connection dies: on a channel of the live connection, the queue is
 //! declared again, the prefetch applied again and the consumer started again,
 //! after a backoff delay that grows while renewals fail and starts over once
@@ -14,13 +15,14 @@ use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Consumer};
 
-use super::declare;
 use super::link::Link;
+use super::{QueueKind, declare};
 use crate::dispatch::{Acknowledgement, AssignmentConsumer, Delivery, Error};
 
 pub(super) struct RabbitConsumer {
     link: Arc<Link>,
     queue: String,
+    kind: QueueKind,
     prefetch: u16,
     /// The live subscription; `None` once it died, until it is renewed.
     subscription: Option<Subscription>,
@@ -36,9 +38,9 @@ struct Subscription {
 
 impl Subscription {
     /// Declares `queue` on a new channel, applies the prefetch, starts consuming.
-    async fn start(link: &Link, queue: &str, prefetch: u16) -> Result<Self, Error> {
+    async fn start(link: &Link, queue: &str, kind: QueueKind, prefetch: u16) -> Result<Self, Error> {
         let channel = link.channel().await?;
-        declare(&channel, queue).await?;
+        declare(&channel, queue, kind).await?;
         channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
         let consumer = channel
             .basic_consume(queue.into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
@@ -50,9 +52,14 @@ impl Subscription {
 impl RabbitConsumer {
     /// Subscribes to `queue`; fails on a lasting error only: while the
     /// broker is unreachable, the subscription is made by [`Self::next`].
-    pub(super) async fn subscribe(link: Arc<Link>, queue: String, prefetch: u16) -> Result<Self, Error> {
-        let mut consumer = RabbitConsumer { link, queue, prefetch, subscription: None, delays: None };
-        match Subscription::start(&consumer.link, &consumer.queue, consumer.prefetch).await {
+    pub(super) async fn subscribe(
+        link: Arc<Link>,
+        queue: String,
+        kind: QueueKind,
+        prefetch: u16,
+    ) -> Result<Self, Error> {
+        let mut consumer = RabbitConsumer { link, queue, kind, prefetch, subscription: None, delays: None };
+        match Subscription::start(&consumer.link, &consumer.queue, kind, consumer.prefetch).await {
             Ok(subscription) => consumer.subscription = Some(subscription),
             Err(error) if error.is_transient() => consumer.link.unreachable(&error),
             Err(error) => return Err(error),
@@ -76,7 +83,7 @@ impl AssignmentConsumer for RabbitConsumer {
                 return None;
             }
             let Some(subscription) = self.subscription.as_mut() else {
-                match Subscription::start(&self.link, &self.queue, self.prefetch).await {
+                match Subscription::start(&self.link, &self.queue, self.kind, self.prefetch).await {
                     Ok(subscription) => self.subscription = Some(subscription),
                     Err(error) if error.is_transient() => {
                         self.link.unreachable(&error);

@@ -20,7 +20,7 @@ use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
 
-use super::{RabbitOptions, declare};
+use super::{QueueKind, RabbitOptions, declare};
 use crate::dispatch::Error;
 
 pub(super) struct Link {
@@ -78,8 +78,8 @@ impl Link {
         .delays()
     }
 
-    /// The publishing channel of the live connection, with `queue` declared on it.
-    pub(super) async fn publishing_channel(&self, queue: &str) -> Result<Channel, Error> {
+    /// The publishing channel of the live connection, with `queue` declared on it as `kind`.
+    pub(super) async fn publishing_channel(&self, queue: &str, kind: QueueKind) -> Result<Channel, Error> {
         let mut session = self.session.lock().await;
         let Live { connection, publishing, declared } = self.revive(&mut session).await?;
         let channel = match publishing.as_ref().filter(|channel| channel.status().connected()) {
@@ -92,7 +92,7 @@ impl Link {
             }
         };
         if !declared.contains(queue) {
-            declare(&channel, queue).await?;
+            declare(&channel, queue, kind).await?;
             declared.insert(queue.to_string());
         }
         Ok(channel)

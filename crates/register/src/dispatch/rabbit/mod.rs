@@ -11,6 +11,11 @@
 //! [`RabbitOptions::publish_timeout`]; a consumer resubscribes, as long as it
 //! takes, and keeps yielding assignments once the broker is back.
 //!
+//! The doorbell is the queue `PREFIX.doorbell`: classic and transient (a
+//! broker restart empties it, which costs a ring or two), holding at most
+//! [`DOORBELL_LENGTH`] rings (the oldest go first). Rings are published on
+//! the same channel without waiting for the confirm.
+//!
 //! Priority: quorum queues order by arrival. RabbitMQ 3.x ignores message
 //! priority on them; 4.x knows two levels only (above 4 is high). The
 //! assignment carries its priority in the message properties and the body;
@@ -29,7 +34,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
 use tokio::time::Instant;
 
-use super::{AssignmentConsumer, Dispatcher, Error, Placement, ShardAssignment};
+use super::{AssignmentConsumer, DOORBELL_LENGTH, DOORBELL_PREFETCH, Dispatcher, Error, Placement, ShardAssignment};
 use consumer::RabbitConsumer;
 use link::Link;
 
@@ -100,9 +105,14 @@ impl RabbitDispatcher {
         }
     }
 
+    /// The doorbell's queue for the dispatchers under `prefix`.
+    pub fn doorbell_queue_under(prefix: &str) -> String {
+        format!("{prefix}.doorbell")
+    }
+
     /// One attempt at publishing `body` into `queue`, waiting for the confirm.
     async fn publish_once(&self, assignment: &ShardAssignment, queue: &str, body: &[u8]) -> Result<(), Error> {
-        let channel = self.link.publishing_channel(queue).await?;
+        let channel = self.link.publishing_channel(queue, QueueKind::Assignments).await?;
         let properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_priority(assignment.priority)
@@ -150,16 +160,52 @@ impl Dispatcher for RabbitDispatcher {
 
     async fn consume(&self, placement: &Placement, prefetch: u16) -> Result<Box<dyn AssignmentConsumer>, Error> {
         let queue = self.queue_name(placement);
-        let consumer = RabbitConsumer::subscribe(self.link.clone(), queue, prefetch.max(1)).await?;
+        let consumer =
+            RabbitConsumer::subscribe(self.link.clone(), queue, QueueKind::Assignments, prefetch.max(1)).await?;
         Ok(Box::new(consumer))
+    }
+
+    async fn ring(&self, ended: &ShardAssignment) -> Result<(), Error> {
+        let queue = Self::doorbell_queue_under(&self.prefix);
+        let body = serde_json::to_vec(ended)?;
+        let channel = self.link.publishing_channel(&queue, QueueKind::Doorbell).await?;
+        let properties = BasicProperties::default().with_content_type("application/json".into());
+        // The confirm is not awaited: a ring is a hint.
+        let _unconfirmed = channel
+            .basic_publish("".into(), queue.as_str().into(), BasicPublishOptions::default(), &body, properties)
+            .await?;
+        Ok(())
+    }
+
+    async fn doorbell(&self) -> Result<Box<dyn AssignmentConsumer>, Error> {
+        let queue = Self::doorbell_queue_under(&self.prefix);
+        Ok(Box::new(RabbitConsumer::subscribe(self.link.clone(), queue, QueueKind::Doorbell, DOORBELL_PREFETCH).await?))
     }
 }
 
-/// Declares `queue` as a durable quorum queue (declaring it again is harmless).
-async fn declare(channel: &Channel, queue: &str) -> Result<(), Error> {
+/// What a queue holds, which decides how it is declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QueueKind {
+    /// Shard assignments: a durable quorum queue.
+    Assignments,
+    /// Rings: a transient classic queue of at most [`DOORBELL_LENGTH`] messages.
+    Doorbell,
+}
+
+/// Declares `queue` as `kind` needs (declaring it again is harmless).
+async fn declare(channel: &Channel, queue: &str, kind: QueueKind) -> Result<(), Error> {
     let mut arguments = FieldTable::default();
-    arguments.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
-    let options = QueueDeclareOptions { durable: true, ..Default::default() };
+    let options = match kind {
+        QueueKind::Assignments => {
+            arguments.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+            QueueDeclareOptions { durable: true, ..Default::default() }
+        }
+        QueueKind::Doorbell => {
+            let length = i64::try_from(DOORBELL_LENGTH).unwrap_or(i64::MAX);
+            arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(length));
+            QueueDeclareOptions::default()
+        }
+    };
     channel.queue_declare(queue.into(), options, arguments).await?;
     Ok(())
 }
