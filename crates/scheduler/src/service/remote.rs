@@ -149,8 +149,9 @@ impl Platform {
                         Err(broadcast::error::RecvError::Closed) => false,
                     };
                     if for_this_run {
-                        // As soon as the beat allows after the last look: rings of shards ending together make one look.
-                        next_look = next_look.min(last_look + beat.quickest());
+                        // Soon, but not sooner than the quickest look after the last one:
+                        // rings of shards ending together make one look.
+                        next_look = next_look.min(last_look + QUICKEST_LOOK);
                     }
                 },
                 Some(grant) = grants.recv() => {
