@@ -1,6 +1,7 @@
 //! Connections: the `url` option (with `${env:NAME}` interpolated and kept
 //! secret), its description without credentials, and one pool per backend
-//! behind one enum (no `AnyPool`, which loses column types).
+//! behind one enum (no `AnyPool`, which loses column types). Server pools are
+//! shared within the process (see [`super::shared_pools`]).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use super::dialect::Dialect;
 use super::errors::classify;
+use super::shared_pools;
 
 /// Connections a source or sink pool keeps open at most.
 const MAX_CONNECTIONS: u32 = 16;
@@ -102,7 +104,7 @@ pub enum Database {
 
 /// How a pool uses the database: sources read (a SQLite file is opened
 /// read-only), sinks write (a missing SQLite file is created, in WAL mode).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Access {
     Read,
     Write,
@@ -119,18 +121,19 @@ fn create_parent_folder(file: &std::path::Path) -> anyhow::Result<()> {
 }
 
 impl Database {
-    /// Opens a pool and checks that one connection can be made.
+    /// Opens a pool, or takes the one this process shares for the URL, and
+    /// checks that one connection can be made.
     pub async fn connect(url: &ConnectionUrl, access: Access) -> anyhow::Result<Database> {
         let text = url.secret.expose_secret();
         let database = match url.dialect {
-            Dialect::Postgres => {
+            Dialect::Postgres => shared_pools::shared(text, access, || {
                 let options = PgConnectOptions::from_str(text).map_err(|_| invalid_url(url))?;
-                Database::Postgres(PgPoolOptions::new().max_connections(MAX_CONNECTIONS).connect_lazy_with(options))
-            }
-            Dialect::MySql => {
+                Ok(Database::Postgres(PgPoolOptions::new().max_connections(MAX_CONNECTIONS).connect_lazy_with(options)))
+            })?,
+            Dialect::MySql => shared_pools::shared(text, access, || {
                 let options = MySqlConnectOptions::from_str(text).map_err(|_| invalid_url(url))?;
-                Database::MySql(MySqlPoolOptions::new().max_connections(MAX_CONNECTIONS).connect_lazy_with(options))
-            }
+                Ok(Database::MySql(MySqlPoolOptions::new().max_connections(MAX_CONNECTIONS).connect_lazy_with(options)))
+            })?,
             Dialect::Sqlite => {
                 let options = SqliteConnectOptions::from_str(text)
                     .map_err(|_| invalid_url(url))?

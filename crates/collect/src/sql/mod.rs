@@ -19,6 +19,7 @@ mod errors;
 mod plan;
 mod planner;
 mod reader;
+mod shared_pools;
 mod sink;
 mod source;
 mod split;
