@@ -249,18 +249,19 @@ mod tests {
     #[test]
     fn json_writes_each_value_as_its_text_or_its_json() {
         let t = DateTime::parse_from_rfc3339("2024-01-02T03:04:05.25Z").unwrap().with_timezone(&Utc);
-        let values = [
-            Value::String("quote \" and \u{1}".into()),
-            Value::Decimal("12.30".into()),
-            Value::Bytes(vec![0, 0xab]),
-            Value::Date(t.date_naive()),
-            Value::Timestamp(t.naive_utc()),
-            Value::TimestampTz(t),
+        let cases = [
+            (Value::String("quote \" and \u{1}".into()), r#""quote \" and \u0001""#),
+            (Value::Decimal("12.30".into()), r#""12.30""#),
+            (Value::Bytes(vec![0, 0xab]), r#""00ab""#),
+            (Value::Date(t.date_naive()), r#""2024-01-02""#),
+            (Value::Timestamp(t.naive_utc()), r#""2024-01-02T03:04:05.250""#),
+            (Value::TimestampTz(t), r#""2024-01-02T03:04:05.250Z""#),
+            (Value::Float(f64::INFINITY), r#""inf""#),
+            (Value::Json(serde_json::json!({"a": [1, null]})), r#"{"a":[1,null]}"#),
         ];
-        for value in values {
-            let text = value.to_text().unwrap();
-            assert_eq!(serde_json::to_string(&value).unwrap(), serde_json::to_string(&text).unwrap(), "{value:?}");
-            assert_eq!(value.to_json(), serde_json::Value::String(text));
+        for (value, expected) in cases {
+            assert_eq!(serde_json::to_string(&value).unwrap(), expected, "{value:?}");
+            assert_eq!(value.to_json(), serde_json::from_str::<serde_json::Value>(expected).unwrap(), "{value:?}");
         }
     }
 }

@@ -16,8 +16,12 @@ use super::dialect::Dialect;
 use super::errors::classify;
 use super::shared_pools;
 
-/// Connections a source or sink pool keeps open at most.
-const MAX_CONNECTIONS: u32 = 16;
+/// Connections a PostgreSQL or MySQL pool keeps open at most: one pool
+/// serves every source (or every sink) of the process on the same database
+/// (see [`super::shared_pools`]); they open only as shards need them.
+const SERVER_MAX_CONNECTIONS: u32 = 64;
+/// Connections a SQLite pool, a run's own, keeps open at most.
+const SQLITE_MAX_CONNECTIONS: u32 = 16;
 /// How long a writer waits for a locked SQLite file before failing (transiently).
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -128,11 +132,15 @@ impl Database {
         let database = match url.dialect {
             Dialect::Postgres => shared_pools::shared(text, access, || {
                 let options = PgConnectOptions::from_str(text).map_err(|_| invalid_url(url))?;
-                Ok(Database::Postgres(PgPoolOptions::new().max_connections(MAX_CONNECTIONS).connect_lazy_with(options)))
+                Ok(Database::Postgres(
+                    PgPoolOptions::new().max_connections(SERVER_MAX_CONNECTIONS).connect_lazy_with(options),
+                ))
             })?,
             Dialect::MySql => shared_pools::shared(text, access, || {
                 let options = MySqlConnectOptions::from_str(text).map_err(|_| invalid_url(url))?;
-                Ok(Database::MySql(MySqlPoolOptions::new().max_connections(MAX_CONNECTIONS).connect_lazy_with(options)))
+                Ok(Database::MySql(
+                    MySqlPoolOptions::new().max_connections(SERVER_MAX_CONNECTIONS).connect_lazy_with(options),
+                ))
             })?,
             Dialect::Sqlite => {
                 let options = SqliteConnectOptions::from_str(text)
@@ -150,7 +158,7 @@ impl Database {
                     Access::Write => options.journal_mode(SqliteJournalMode::Wal),
                 };
                 // Every connection to an in-memory database is a different database.
-                let connections = if in_memory { 1 } else { MAX_CONNECTIONS };
+                let connections = if in_memory { 1 } else { SQLITE_MAX_CONNECTIONS };
                 Database::Sqlite(SqlitePoolOptions::new().max_connections(connections).connect_lazy_with(options))
             }
         };

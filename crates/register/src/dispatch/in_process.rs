@@ -93,7 +93,9 @@ impl Dispatcher for InProcessDispatcher {
     }
 
     async fn ring(&self, ended: &ShardAssignment) -> Result<(), Error> {
-        self.doorbell.push_within(ended.clone(), false, DOORBELL_LENGTH);
+        // Without its priority, the ring's place is its age: the oldest go first.
+        let ring = ShardAssignment { priority: 0, ..ended.clone() };
+        self.doorbell.push_within(ring, false, DOORBELL_LENGTH);
         Ok(())
     }
 
@@ -219,7 +221,8 @@ mod tests {
     async fn the_doorbell_keeps_its_newest_rings_apart_from_the_assignments() {
         let dispatcher = InProcessDispatcher::new();
         for shard in 0..DOORBELL_LENGTH + 2 {
-            dispatcher.ring(&assignment(&shard.to_string(), 0)).await.unwrap();
+            // priorities play no part among rings
+            dispatcher.ring(&assignment(&shard.to_string(), u8::from(shard == 5))).await.unwrap();
         }
         let mut assignments = dispatcher.consume(&placement(None), 10).await.unwrap();
         assert!(tokio::time::timeout(Duration::from_millis(50), assignments.next()).await.is_err());

@@ -152,7 +152,6 @@ pub trait Dispatcher: Send + Sync {
     async fn consume(&self, placement: &Placement, prefetch: u16) -> Result<Box<dyn AssignmentConsumer>, Error>;
 
     /// Rings the doorbell for `ended`, a shard whose outcome is in the store.
-    /// Returns once the ring is sent, without waiting for the broker to hold it.
     async fn ring(&self, ended: &ShardAssignment) -> Result<(), Error>;
 
     /// Starts taking the rings of the doorbell, [`DOORBELL_PREFETCH`] unacknowledged at a time.

@@ -34,8 +34,13 @@ impl Platform {
         tokio::spawn(async move {
             let inner = &platform.inner;
             let mut leading = inner.config.leading.clone();
+            // Once nothing can change the leadership any more, it stays as it is.
+            let mut settled = false;
             loop {
                 if !*leading.borrow_and_update() {
+                    if settled {
+                        return;
+                    }
                     tokio::select! {
                         _ = inner.shutdown.cancelled() => return,
                         changed = leading.changed() => if changed.is_err() { return },
@@ -56,7 +61,13 @@ impl Platform {
                     let ring = tokio::select! {
                         _ = inner.shutdown.cancelled() => return,
                         // Leading or not, the doorbell is taken again from the top.
-                        _ = leading.changed() => break,
+                        changed = leading.changed(), if !settled => match changed {
+                            Ok(()) => break,
+                            Err(_) => {
+                                settled = true;
+                                continue;
+                            }
+                        },
                         ring = doorbell.next() => ring,
                     };
                     match ring {

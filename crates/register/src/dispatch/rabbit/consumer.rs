@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Consumer};
 
@@ -120,7 +120,11 @@ impl AssignmentConsumer for RabbitConsumer {
                     redelivered: delivery.redelivered,
                     acknowledgement: Acknowledgement::Rabbit(delivery.acker),
                 }),
-                Err(error) => Err(error.into()),
+                Err(error) => {
+                    // Dropped, as it could never be read: left unsettled, it would hold a prefetch slot.
+                    let _ = delivery.acker.reject(BasicRejectOptions { requeue: false }).await;
+                    Err(error.into())
+                }
             });
         }
     }

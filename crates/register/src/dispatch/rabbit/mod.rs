@@ -11,10 +11,11 @@
 //! [`RabbitOptions::publish_timeout`]; a consumer resubscribes, as long as it
 //! takes, and keeps yielding assignments once the broker is back.
 //!
-//! The doorbell is the queue `PREFIX.doorbell`: classic and transient (a
-//! broker restart empties it, which costs a ring or two), holding at most
-//! [`DOORBELL_LENGTH`] rings (the oldest go first). Rings are published on
-//! the same channel without waiting for the confirm.
+//! The doorbell is the queue `PREFIX.doorbell`: a durable classic queue
+//! holding at most [`DOORBELL_LENGTH`] rings (the oldest go first), their
+//! messages transient (a broker restart loses a ring or two). Rings go
+//! through the same confirmed channel as assignments; the worker waits for
+//! the confirm in the background.
 //!
 //! Priority: quorum queues order by arrival. RabbitMQ 3.x ignores message
 //! priority on them; 4.x knows two levels only (above 4 is high). The
@@ -170,9 +171,9 @@ impl Dispatcher for RabbitDispatcher {
         let body = serde_json::to_vec(ended)?;
         let channel = self.link.publishing_channel(&queue, QueueKind::Doorbell).await?;
         let properties = BasicProperties::default().with_content_type("application/json".into());
-        // The confirm is not awaited: a ring is a hint.
-        let _unconfirmed = channel
+        channel
             .basic_publish("".into(), queue.as_str().into(), BasicPublishOptions::default(), &body, properties)
+            .await?
             .await?;
         Ok(())
     }
@@ -188,7 +189,7 @@ impl Dispatcher for RabbitDispatcher {
 enum QueueKind {
     /// Shard assignments: a durable quorum queue.
     Assignments,
-    /// Rings: a transient classic queue of at most [`DOORBELL_LENGTH`] messages.
+    /// Rings: a durable classic queue of at most [`DOORBELL_LENGTH`] messages.
     Doorbell,
 }
 
@@ -202,8 +203,9 @@ async fn declare(channel: &Channel, queue: &str, kind: QueueKind) -> Result<(), 
         }
         QueueKind::Doorbell => {
             let length = i64::try_from(DOORBELL_LENGTH).unwrap_or(i64::MAX);
+            arguments.insert("x-queue-type".into(), AMQPValue::LongString("classic".into()));
             arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(length));
-            QueueDeclareOptions::default()
+            QueueDeclareOptions { durable: true, ..Default::default() }
         }
     };
     channel.queue_declare(queue.into(), options, arguments).await?;
