@@ -147,7 +147,15 @@ impl Platform {
 
         for run in pending {
             let Some((job, settings)) = jobs.by_name.get(&run.job) else {
-                store.set_run_state(&run.id, RunState::Cancelled, "the job was deleted").await?;
+                // The job may have been applied (and this run triggered) after
+                // the jobs were read: only a job gone from the store cancels it.
+                match store.job(&run.job).await {
+                    Err(haul_register::Error::NotFound { .. }) => {
+                        store.set_run_state(&run.id, RunState::Cancelled, "the job was deleted").await?
+                    }
+                    Ok(_) => {}
+                    Err(error) => return Err(error.into()),
+                }
                 continue;
             };
             if !self.upstream_allows(jobs, settings, &run).await? {
