@@ -46,8 +46,10 @@ use tokio_util::task::TaskTracker;
 use crate::service::RateLimitOverrides;
 
 mod prepared;
+mod rings;
 
 use prepared::{Preparation, PreparedRuns, RunBuilder};
+use rings::{Ring, RingPace};
 
 /// How a worker runs.
 #[derive(Clone)]
@@ -77,6 +79,7 @@ pub struct Worker {
     runs: Arc<PreparedRuns>,
     config: WorkerConfig,
     load: watch::Sender<u32>,
+    rings: Arc<std::sync::Mutex<RingPace>>,
 }
 
 /// The deliveries of one placement's consumer, each with its placement; the
@@ -126,7 +129,7 @@ impl Worker {
             // as often as a shard's lease is renewed
             watch_every: (config.lease_ttl / 3).max(Duration::from_millis(100)),
         });
-        Arc::new(Worker { store, dispatcher, runs, config, load: watch::Sender::new(0) })
+        Arc::new(Worker { store, dispatcher, runs, config, load: watch::Sender::new(0), rings: Arc::default() })
     }
 
     /// The shards running here now, for the worker's registry entry.
@@ -227,10 +230,23 @@ impl Worker {
     }
 
     /// Rings the doorbell for a shard whose outcome is in the store, in the
-    /// background: the leader looks at its run soon instead of at its next poll.
+    /// background and at the pace of [`rings`]: the leader looks at its run
+    /// soon instead of at its next poll.
     fn ring(&self, ended: &ShardAssignment) {
-        let (dispatcher, ended) = (self.dispatcher.clone(), ended.clone());
+        let now = tokio::time::Instant::now();
+        let ring = self.rings.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).ended(&ended.run_id, now);
+        let at = match ring {
+            Ring::Now => None,
+            Ring::At(at) => Some(at),
+            Ring::Due => return,
+        };
+        let (dispatcher, rings, ended) = (self.dispatcher.clone(), self.rings.clone(), ended.clone());
         tokio::spawn(async move {
+            if let Some(at) = at {
+                tokio::time::sleep_until(at).await;
+                let now = tokio::time::Instant::now();
+                rings.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).rung_later(&ended.run_id, now);
+            }
             if let Err(error) = dispatcher.ring(&ended).await {
                 tracing::debug!(run_id = %ended.run_id, shard = %ended.shard_id, %error, "ringing the doorbell failed");
             }
