@@ -136,24 +136,34 @@ pub struct PlatformSpec {
 /// The pool of a job that names none.
 pub const DEFAULT_POOL: &str = "default";
 
-/// The longest worker label.
-pub const MAX_WORKER_LABEL_LEN: usize = 64;
+/// The longest pool name or worker label.
+pub const MAX_QUEUE_TOKEN_LEN: usize = 64;
 
 /// Checks that `label` can name a worker label (a job's `worker_label`, a
-/// worker's `labels`): 1 to [`MAX_WORKER_LABEL_LEN`] ASCII letters, digits,
-/// `-` and `_`, so that it is safe inside a broker's queue name. The error
-/// says what is wrong.
+/// worker's `labels`); see [`check_queue_token`].
 pub fn check_worker_label(label: &str) -> Result<(), String> {
-    if label.is_empty() {
-        return Err("a worker label cannot be empty".to_string());
+    check_queue_token("worker label", label)
+}
+
+/// Checks that `pool` can name a pool (a job's `pool`, a worker's `pools`, a
+/// server's `[pools]`); see [`check_queue_token`].
+pub fn check_pool(pool: &str) -> Result<(), String> {
+    check_queue_token("pool", pool)
+}
+
+/// Checks that `name`, a `kind` of name that goes into a broker's queue
+/// names, is 1 to [`MAX_QUEUE_TOKEN_LEN`] ASCII letters, digits, `-` and `_`:
+/// safe there, and never mistaken for another (a pool `a.label.gpu` would be
+/// pool `a` with label `gpu`). The error says what is wrong.
+fn check_queue_token(kind: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!("a {kind} cannot be empty"));
     }
-    if label.len() > MAX_WORKER_LABEL_LEN {
-        return Err(format!("the worker label {label:?} is longer than {MAX_WORKER_LABEL_LEN} characters"));
+    if name.len() > MAX_QUEUE_TOKEN_LEN {
+        return Err(format!("the {kind} {name:?} is longer than {MAX_QUEUE_TOKEN_LEN} characters"));
     }
-    if let Some(bad) = label.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
-        return Err(format!(
-            "the worker label {label:?} holds {bad:?}; only ASCII letters, digits, `-` and `_` are allowed"
-        ));
+    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
+        return Err(format!("the {kind} {name:?} holds {bad:?}; only ASCII letters, digits, `-` and `_` are allowed"));
     }
     Ok(())
 }
@@ -317,6 +327,9 @@ impl JobSource {
         if let Some(Err(message)) = job.platform.worker_label.as_deref().map(check_worker_label) {
             return fail("worker_label", &format!("`worker_label`: {message}"));
         }
+        if let Err(message) = check_pool(&job.platform.pool) {
+            return fail("pool", &format!("`pool`: {message}"));
+        }
         Ok(())
     }
 
@@ -463,13 +476,24 @@ mod tests {
     }
 
     #[test]
-    fn a_worker_label_is_a_short_token_safe_in_a_queue_name() {
-        for good in ["gpu", "eu-west_1", "A", &"x".repeat(MAX_WORKER_LABEL_LEN)] {
-            assert_eq!(check_worker_label(good), Ok(()), "{good}");
+    fn worker_labels_and_pools_are_short_tokens_safe_in_a_queue_name() {
+        for check in [check_worker_label, check_pool] {
+            for good in ["gpu", "eu-west_1", "A", &"x".repeat(MAX_QUEUE_TOKEN_LEN)] {
+                assert_eq!(check(good), Ok(()), "{good}");
+            }
+            for bad in ["", "has.dot", "a.label.gpu", "a b", "gpu/1", "é", "a*", &"x".repeat(MAX_QUEUE_TOKEN_LEN + 1)]
+            {
+                assert!(check(bad).is_err(), "{bad:?}");
+            }
         }
-        for bad in ["", "has.dot", "a b", "gpu/1", "é", "a*", &"x".repeat(MAX_WORKER_LABEL_LEN + 1)] {
-            assert!(check_worker_label(bad).is_err(), "{bad:?}");
-        }
+    }
+
+    #[test]
+    fn a_pool_that_could_be_read_as_another_queue_is_refused() {
+        let text = format!("name = \"a\"\npool = \"etl.label.gpu\"\n{MINIMAL}");
+        let error = JobSource::new("job.toml", text).parse("job").unwrap_err();
+        assert_eq!(error.location, Some((2, 1)));
+        assert!(error.message.contains("`pool`") && error.message.contains("'.'"), "{}", error.message);
     }
 
     #[test]

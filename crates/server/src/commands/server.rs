@@ -134,6 +134,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
     file.state_dir = args.state_dir.unwrap_or(file.state_dir);
     let distributed = file.dispatch.url.is_some();
     anyhow::ensure!(!file.dispatch.poll.0.is_zero(), "`[dispatch] poll` must be above zero");
+    for pool in file.pools.keys() {
+        haul_collect_core::job::check_pool(pool).map_err(|message| anyhow::anyhow!("`[pools]`: {message}"))?;
+    }
     // A server of a cluster may leave the shards to the workers.
     file.slots = args.slots.unwrap_or(file.slots).max(usize::from(!distributed));
     let store_url =

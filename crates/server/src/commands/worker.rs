@@ -70,9 +70,12 @@ struct WorkerFile {
 }
 
 impl WorkerFile {
-    /// Checks what serde cannot: at least one pool, and labels fit for queue names.
+    /// Checks what serde cannot: at least one pool, and pools and labels fit for queue names.
     fn check(&self) -> anyhow::Result<()> {
         anyhow::ensure!(!self.pools.is_empty(), "`pools` must name at least one pool");
+        for pool in &self.pools {
+            haul_collect_core::job::check_pool(pool).map_err(|message| anyhow::anyhow!("`pools`: {message}"))?;
+        }
         for label in &self.labels {
             haul_collect_core::job::check_worker_label(label)
                 .map_err(|message| anyhow::anyhow!("`labels`: {message}"))?;
