@@ -4,7 +4,8 @@
 //! at a time, claims each shard's lease in the store, runs the shard through
 //! the pipeline runtime from its last checkpoint, and acknowledges the
 //! assignment once the shard's outcome is in the store; then it rings the
-//! dispatcher's doorbell, so that the leader looks at the run at once.
+//! dispatcher's doorbell (at most every 100 ms per run, see [`rings`]), so
+//! that the leader looks at the run soon instead of at its next poll.
 //!
 //! A worker keeps no state of its own; the store is the source of truth.
 //! - An assignment for a shard that is finished, leased by another live

@@ -146,6 +146,7 @@ impl Platform {
                         Ok(run_id) => *run_id == run.id,
                         // Rings were missed, maybe this run's: look.
                         Err(broadcast::error::RecvError::Lagged(_)) => true,
+                        // The sender lives as long as the platform this run holds.
                         Err(broadcast::error::RecvError::Closed) => false,
                     };
                     if for_this_run {
