@@ -23,7 +23,7 @@ pub mod store;
 pub mod testing;
 
 pub use model::{
-    Event, JobRecord, Lease, NewRun, QueuedRun, RunFilter, RunRecord, RunRequest, RunState, RunStatus, RunTrigger,
-    ShardRecord, ShardState,
+    ClaimedShard, Event, JobRecord, Lease, NewRun, QueuedRun, RunFilter, RunRecord, RunRequest, RunState, RunStatus,
+    RunTrigger, ShardRecord, ShardState,
 };
 pub use store::{Error, MySqlStore, PostgresStore, SqliteStore, Store};

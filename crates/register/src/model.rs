@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use haul_collect_core::job::Mode;
 use haul_collect_core::plugin::{Checkpoint, Plan, ShardSpec};
 use haul_collect_core::progress::ShardCounters;
+use haul_collect_core::runtime::ResumePoint;
 use serde::{Deserialize, Serialize};
 
 /// Lifecycle of a run: pending → running → (paused ⇄ running) → succeeded |
@@ -348,6 +349,16 @@ pub struct Lease {
     pub shard_id: String,
     pub owner: String,
     pub epoch: u64,
+}
+
+/// What a successful [`crate::Store::claim_shard`] hands back: the lease,
+/// where the shard resumes, and the shard as the store has it at the claim
+/// (a split since it was planned or offered changes its descriptor).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedShard {
+    pub lease: Lease,
+    pub resume: ResumePoint,
+    pub shard: ShardSpec,
 }
 
 /// What a new run needs: its job, the spec it was planned from, and the plan.

@@ -14,7 +14,7 @@ use haul_collect_core::plugin::{Checkpoint, Plan, ShardSpec};
 use haul_collect_core::progress::ShardCounters;
 use haul_collect_core::runtime::ResumePoint;
 use haul_register::model::{
-    NewRun, QueuedRun, RunFilter, RunRequest, RunState, RunStatus, RunTrigger, ShardRecord, ShardState,
+    ClaimedShard, NewRun, QueuedRun, RunFilter, RunRequest, RunState, RunStatus, RunTrigger, ShardRecord, ShardState,
 };
 use haul_register::store::{Error, SCHEMA_VERSION, SqliteStore, Store};
 use haul_register::testing::{Backend, TestDatabase};
@@ -205,7 +205,7 @@ async fn a_follower_reads_the_shards_in_flight_the_named_ones_and_the_next_pendi
     let store = db.open().await;
     // plan order: s6, s5, s4, s3, s2, s1
     let run = store.create_run(new_run("orders", 6)).await.unwrap();
-    let (done, _) = store.claim_shard(&run.id, "s6", "worker-a", LONG).await.unwrap().unwrap();
+    let ClaimedShard { lease: done, .. } = store.claim_shard(&run.id, "s6", "worker-a", LONG).await.unwrap().unwrap();
     store.finish_shard(&done, ShardState::Succeeded, &reached(1, 1), None).await.unwrap();
     store.claim_shard(&run.id, "s3", "worker-a", LONG).await.unwrap().unwrap();
     store.claim_shard(&run.id, "s5", "worker-b", LONG).await.unwrap().unwrap();
@@ -233,7 +233,7 @@ async fn a_follower_reads_the_shards_in_flight_the_named_ones_and_the_next_pendi
 async fn leases_fence_out_a_stale_owner(db: &TestDatabase) {
     let store = db.open().await;
     let run = store.create_run(new_run("orders", 2)).await.unwrap();
-    let (first, resume) =
+    let ClaimedShard { lease: first, resume, .. } =
         store.claim_shard(&run.id, "s2", "worker-a", LONG).await.unwrap().expect("a pending shard is claimable");
     assert_eq!(first.epoch, 1);
     assert_eq!(resume, ResumePoint::default(), "a fresh shard starts at the beginning");
@@ -247,7 +247,7 @@ async fn leases_fence_out_a_stale_owner(db: &TestDatabase) {
     // The holder's last renewal is short; then it stops renewing.
     store.renew_lease(&first, SHORT).await.unwrap();
     tokio::time::sleep(PAST_SHORT).await;
-    let (second, resume) =
+    let ClaimedShard { lease: second, resume, .. } =
         store.claim_shard(&run.id, "s2", "worker-b", LONG).await.unwrap().expect("an expired lease is claimable");
     assert_eq!(second.epoch, 2);
     assert_eq!(resume, reached(1, 5), "the new owner resumes at the last checkpoint");
@@ -273,7 +273,7 @@ async fn leases_fence_out_a_stale_owner(db: &TestDatabase) {
 async fn an_expired_lease_cannot_be_renewed_or_used(db: &TestDatabase) {
     let store = db.open().await;
     let run = store.create_run(new_run("orders", 1)).await.unwrap();
-    let (lease, _) = store.claim_shard(&run.id, "s1", "worker-a", LONG).await.unwrap().unwrap();
+    let ClaimedShard { lease, .. } = store.claim_shard(&run.id, "s1", "worker-a", LONG).await.unwrap().unwrap();
     store.renew_lease(&lease, SHORT).await.unwrap();
     tokio::time::sleep(PAST_SHORT).await;
     assert!(is_lease_lost(store.renew_lease(&lease, LONG).await));
@@ -283,9 +283,9 @@ async fn an_expired_lease_cannot_be_renewed_or_used(db: &TestDatabase) {
 async fn finished_shards_cannot_be_claimed(db: &TestDatabase) {
     let store = db.open().await;
     let run = store.create_run(new_run("orders", 2)).await.unwrap();
-    let (done, _) = store.claim_shard(&run.id, "s2", "a", LONG).await.unwrap().unwrap();
+    let ClaimedShard { lease: done, .. } = store.claim_shard(&run.id, "s2", "a", LONG).await.unwrap().unwrap();
     store.finish_shard(&done, ShardState::Succeeded, &reached(1, 7), None).await.unwrap();
-    let (failed, _) = store.claim_shard(&run.id, "s1", "a", LONG).await.unwrap().unwrap();
+    let ClaimedShard { lease: failed, .. } = store.claim_shard(&run.id, "s1", "a", LONG).await.unwrap().unwrap();
     store.save_checkpoint(&failed, 1, &Checkpoint(json!({ "offset": 1 })), &counters(1)).await.unwrap();
     let no_commit_since = ResumePoint { checkpoint: None, ..reached(1, 1) };
     store.finish_shard(&failed, ShardState::Failed, &no_commit_since, Some("bad row")).await.unwrap();
@@ -309,7 +309,7 @@ async fn finished_shards_cannot_be_claimed(db: &TestDatabase) {
     let retried = store.run(&run.id).await.unwrap();
     assert_eq!((retried.state, retried.request.attempt, retried.finished_at), (RunState::Running, 2, None));
     assert!(matches!(store.retry_run(&run.id, "again").await, Err(Error::IllegalTransition { .. })));
-    let (retry, resume) =
+    let ClaimedShard { lease: retry, resume, .. } =
         store.claim_shard(&run.id, "s1", "b", LONG).await.unwrap().expect("a reset shard is claimable");
     assert_eq!(retry.epoch, 2);
     assert_eq!(resume, reached(1, 1), "the retry resumes at the failed shard's checkpoint");
@@ -338,7 +338,7 @@ async fn finished_shards_cannot_be_claimed(db: &TestDatabase) {
 async fn finish_shard_accepts_only_end_states(db: &TestDatabase) {
     let store = db.open().await;
     let run = store.create_run(new_run("orders", 1)).await.unwrap();
-    let (lease, _) = store.claim_shard(&run.id, "s1", "a", LONG).await.unwrap().unwrap();
+    let ClaimedShard { lease, .. } = store.claim_shard(&run.id, "s1", "a", LONG).await.unwrap().unwrap();
     for state in [ShardState::Pending, ShardState::Running] {
         let result = store.finish_shard(&lease, state, &reached(0, 0), None).await;
         assert!(matches!(result, Err(Error::IllegalTransition { .. })), "{state}");
@@ -349,7 +349,7 @@ async fn finish_shard_accepts_only_end_states(db: &TestDatabase) {
 async fn released_shards_keep_their_checkpoint_and_are_claimable_again(db: &TestDatabase) {
     let store = db.open().await;
     let run = store.create_run(new_run("orders", 1)).await.unwrap();
-    let (lease, _) = store.claim_shard(&run.id, "s1", "a", LONG).await.unwrap().unwrap();
+    let ClaimedShard { lease, .. } = store.claim_shard(&run.id, "s1", "a", LONG).await.unwrap().unwrap();
     let checkpoint = Checkpoint(json!({ "key": [3, "x"] }));
     store.save_checkpoint(&lease, 4, &checkpoint, &counters(40)).await.unwrap();
     // The last commit's checkpoint is saved by the release itself.
@@ -365,7 +365,7 @@ async fn released_shards_keep_their_checkpoint_and_are_claimable_again(db: &Test
     assert_eq!(shard.counters, counters(50));
     assert!(is_lease_lost(store.renew_lease(&lease, LONG).await));
 
-    let (again, resume) =
+    let ClaimedShard { lease: again, resume, .. } =
         store.claim_shard(&run.id, "s1", "b", LONG).await.unwrap().expect("a released shard is claimable");
     assert_eq!(again.epoch, 2);
     assert_eq!(resume, last);
@@ -396,7 +396,8 @@ async fn checkpoint_concurrently(stores: &[Arc<dyn Store>]) -> String {
         let store = stores[i % stores.len()].clone();
         let run_id = run.id.clone();
         tasks.push(tokio::spawn(async move {
-            let (lease, _) = store.claim_shard(&run_id, &shard.spec.id, "worker", LONG).await?.expect("claimable");
+            let ClaimedShard { lease, .. } =
+                store.claim_shard(&run_id, &shard.spec.id, "worker", LONG).await?.expect("claimable");
             for sequence in 1..=50u64 {
                 let checkpoint = Checkpoint(json!({ "offset": sequence }));
                 store.save_checkpoint(&lease, sequence, &checkpoint, &counters(sequence)).await?;
@@ -490,10 +491,10 @@ async fn a_queued_run_is_planned_when_it_starts(db: &TestDatabase) {
 async fn a_restarted_owner_gets_its_shards_back_at_once_and_stays_fenced(db: &TestDatabase) {
     let store = db.open().await;
     let run = store.create_run(new_run("a", 2)).await.unwrap();
-    let (old, _) = store.claim_shard(&run.id, "s1", "server-1", LONG).await.unwrap().unwrap();
-    let (other, _) = store.claim_shard(&run.id, "s2", "server-2", LONG).await.unwrap().unwrap();
+    let ClaimedShard { lease: old, .. } = store.claim_shard(&run.id, "s1", "server-1", LONG).await.unwrap().unwrap();
+    let ClaimedShard { lease: other, .. } = store.claim_shard(&run.id, "s2", "server-2", LONG).await.unwrap().unwrap();
     assert_eq!(store.expire_leases_of("server-1").await.unwrap(), 1);
-    let (new, _) = store.claim_shard(&run.id, "s1", "server-1", LONG).await.unwrap().unwrap();
+    let ClaimedShard { lease: new, .. } = store.claim_shard(&run.id, "s1", "server-1", LONG).await.unwrap().unwrap();
     assert_eq!(new.epoch, old.epoch + 1);
     assert!(is_lease_lost(store.save_checkpoint(&old, 1, &Checkpoint(json!(1)), &counters(1)).await));
     store.save_checkpoint(&new, 1, &Checkpoint(json!(1)), &counters(1)).await.unwrap();
@@ -550,7 +551,9 @@ async fn claims_racing_from_many_connections_have_one_winner_per_shard_and_epoch
                 let mut won = Vec::new();
                 for shard_id in &shard_ids {
                     let owner = format!("claimer-{claimer}");
-                    if let Some((lease, _)) = store.claim_shard(&run_id, shard_id, &owner, LONG).await.unwrap() {
+                    if let Some(ClaimedShard { lease, .. }) =
+                        store.claim_shard(&run_id, shard_id, &owner, LONG).await.unwrap()
+                    {
                         won.push(lease);
                     }
                 }
@@ -605,7 +608,7 @@ async fn a_running_shard_splits_under_its_lease(db: &TestDatabase) {
     let run = store.create_run(new_run("orders", 2)).await.unwrap();
     assert!(!store.request_split(&run.id, "s2", "straggler").await.unwrap(), "a pending shard is not asked");
     assert!(!store.request_split(&run.id, "nope", "straggler").await.unwrap());
-    let (lease, _) = store.claim_shard(&run.id, "s2", "worker-a", LONG).await.unwrap().unwrap();
+    let ClaimedShard { lease, .. } = store.claim_shard(&run.id, "s2", "worker-a", LONG).await.unwrap().unwrap();
     store.save_checkpoint(&lease, 3, &Checkpoint(json!({ "offset": 4 })), &counters(4)).await.unwrap();
     assert!(!store.shard(&run.id, "s2").await.unwrap().split_requested);
     assert!(store.request_split(&run.id, "s2", "running for 40s, 2x the median").await.unwrap());
@@ -647,8 +650,10 @@ async fn a_running_shard_splits_under_its_lease(db: &TestDatabase) {
     assert_eq!(store.shard(&run.id, "s2").await.unwrap().spec.descriptor, kept);
     // The owner goes on; another owner takes the new shard from its start.
     store.save_checkpoint(&lease, 4, &Checkpoint(json!({ "offset": 5 })), &counters(5)).await.unwrap();
-    let (other, resume) = store.claim_shard(&run.id, "s2.s3", "worker-b", LONG).await.unwrap().unwrap();
+    let ClaimedShard { lease: other, resume, shard } =
+        store.claim_shard(&run.id, "s2.s3", "worker-b", LONG).await.unwrap().unwrap();
     assert_eq!((other.epoch, resume), (1, ResumePoint::default()));
+    assert_eq!(shard, rest, "a claim hands back the shard as the split made it");
     store.finish_shard(&lease, ShardState::Succeeded, &reached(5, 6), None).await.unwrap();
     assert!(!store.request_split(&run.id, "s2", "late").await.unwrap(), "a finished shard is not asked");
     assert!(is_lease_lost(store.split_shard(&lease, &kept, &ShardSpec { id: "s2.s9".into(), ..rest }).await));
@@ -664,7 +669,7 @@ async fn an_export_imports_into_an_empty_store_of_every_backend(db: &TestDatabas
     let done = source.create_run(new_run("orders", 1)).await.unwrap();
     source.set_run_state(&done.id, RunState::Succeeded, "done").await.unwrap();
     let run = source.create_run(new_run("orders", 3)).await.unwrap();
-    let (lease, _) = source.claim_shard(&run.id, "s2", "worker", LONG).await.unwrap().unwrap();
+    let ClaimedShard { lease, .. } = source.claim_shard(&run.id, "s2", "worker", LONG).await.unwrap().unwrap();
     source.save_checkpoint(&lease, 7, &Checkpoint(json!({ "page": 7, "cursor": "b" })), &counters(70)).await.unwrap();
     assert!(source.request_split(&run.id, "s2", "straggler").await.unwrap());
     let (queued, _) = source.enqueue_run(scheduled("orders", 120_000)).await.unwrap();
@@ -687,7 +692,8 @@ async fn an_export_imports_into_an_empty_store_of_every_backend(db: &TestDatabas
         }
         // The lease moved with its epoch: its holder may go on writing.
         target.save_checkpoint(&lease, 8, &Checkpoint(json!({ "page": 8 })), &counters(80)).await.unwrap();
-        let (claimed, _) = target.claim_shard(&run.id, "s1", "worker", LONG).await.unwrap().unwrap();
+        let ClaimedShard { lease: claimed, .. } =
+            target.claim_shard(&run.id, "s1", "worker", LONG).await.unwrap().unwrap();
         assert_eq!(claimed.epoch, 1);
 
         let refused = target.import(&snapshot).await.unwrap_err();
@@ -765,7 +771,7 @@ mod sqlite_file {
     async fn reopening_the_file_keeps_everything() {
         let f = fixture().await;
         let run = f.store.create_run(new_run("orders", 2)).await.unwrap();
-        let (lease, _) = f.store.claim_shard(&run.id, "s2", "a", LONG).await.unwrap().unwrap();
+        let ClaimedShard { lease, .. } = f.store.claim_shard(&run.id, "s2", "a", LONG).await.unwrap().unwrap();
         f.store.save_checkpoint(&lease, 3, &Checkpoint(json!({ "page": 3 })), &counters(30)).await.unwrap();
         let shards_before = f.store.shards(&run.id).await.unwrap();
         let events_before = f.store.events(&run.id).await.unwrap();
@@ -820,7 +826,7 @@ mod sqlite_file {
             },
         };
         let run = f.store.create_run(new).await.unwrap();
-        let (lease, _) = f.store.claim_shard(&run.id, "orders-0", "a", LONG).await.unwrap().unwrap();
+        let ClaimedShard { lease, .. } = f.store.claim_shard(&run.id, "orders-0", "a", LONG).await.unwrap().unwrap();
         let checkpoint = Checkpoint(json!({ "last_id": 41 }));
         let written = ShardCounters { records_read: 42, records_written: 41, records_rejected: 1, bytes_read: 4096 };
         f.store.save_checkpoint(&lease, 2, &checkpoint, &written).await.unwrap();

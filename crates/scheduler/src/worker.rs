@@ -40,7 +40,7 @@ use haul_register::dispatch::{
 };
 use haul_register::ledger::StoreLedger;
 use haul_register::limiter::Limiter;
-use haul_register::{ShardState, Store};
+use haul_register::{ClaimedShard, Error as StoreError, ShardState, Store};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
 
@@ -262,15 +262,21 @@ impl Worker {
             Preparation::NotRunning => return Ok(Handled::Skipped("the run is not running")),
             Preparation::Unbuildable(error) => return self.fail_unbuildable(assignment, &error).await,
         };
-        let record = self.store.shard(&assignment.run_id, &assignment.shard_id).await?;
-        if record.state.is_terminal() {
-            return Ok(Handled::Skipped("the shard is finished"));
-        }
         let run = &prepared.run;
-        let ledger = StoreLedger::new(self.store.clone(), &run.id, &self.config.id, self.config.lease_ttl)
-            .only_free_shards()
-            .fence_commits();
-        let shards = vec![record.spec];
+        let ledger = Arc::new(
+            StoreLedger::new(self.store.clone(), &run.id, &self.config.id, self.config.lease_ttl)
+                .only_free_shards()
+                .fence_commits(),
+        );
+        let shard = match ledger.claim_offered(&assignment.shard_id).await {
+            Ok(Some(shard)) => shard,
+            Ok(None) => return Ok(Handled::Skipped("the shard is not free")),
+            Err(error) if matches!(error.downcast_ref(), Some(StoreError::RunNotRunning { .. })) => {
+                return Ok(Handled::Skipped("the run is not running"));
+            }
+            Err(error) => return Err(error),
+        };
+        let shards = vec![shard];
         let progress = progress_for(&shards);
         // The shard stops at its next batch boundary on shutdown or once its run halts.
         let stop = shutdown.child_token();
@@ -285,13 +291,17 @@ impl Worker {
             prepared.pipeline.clone(),
             prepared.settings.clone(),
             shards,
-            Arc::new(ledger),
+            ledger.clone(),
             prepared.dead_letters.clone(),
             progress,
             stop,
         )
         .await;
         halting.abort();
+        if let Err(error) = ledger.release_unacquired().await {
+            // Its lease runs out instead, and the shard is offered again then.
+            tracing::warn!(run_id = %run.id, shard = %assignment.shard_id, error = %format!("{error:#}"), "giving back a shard the run never started failed");
+        }
         let labels = [("job", run.job.clone())];
         metrics::counter!("haul_records_read_total", &labels).increment(report.totals.records_read);
         metrics::counter!("haul_records_written_total", &labels).increment(report.totals.records_written);
@@ -305,7 +315,7 @@ impl Worker {
             .store
             .claim_shard(&assignment.run_id, &assignment.shard_id, &self.config.id, self.config.lease_ttl)
             .await;
-        let Ok(Some((lease, resume))) = claimed else {
+        let Ok(Some(ClaimedShard { lease, resume, .. })) = claimed else {
             return Ok(Handled::Skipped("the shard is not free"));
         };
         let reason = format!("cannot build the job on worker {}: {error:#}", self.config.id);

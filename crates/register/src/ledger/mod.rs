@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::{Error, Lease, ShardRecord, ShardState, Store};
+use crate::{ClaimedShard, Error, Lease, ShardRecord, ShardState, Store};
 use anyhow::Context;
 use async_trait::async_trait;
 use haul_collect_core::ShardSpec;
@@ -54,6 +54,9 @@ struct HeldLease {
     heartbeat: tokio::task::JoinHandle<()>,
     /// The shard's `split_requested` as the heartbeat last read it.
     split_requested: Arc<AtomicBool>,
+    /// Where the shard resumes, for a claim made by [`StoreLedger::claim_offered`]
+    /// that [`Ledger::acquire`] has not taken over yet.
+    unacquired: Option<ResumePoint>,
 }
 
 impl StoreLedger {
@@ -93,6 +96,51 @@ impl StoreLedger {
         self
     }
 
+    /// Claims an offered shard by its id, as a worker does before it runs
+    /// it: the claim hands back the shard as the store has it, so no read of
+    /// it comes first. The lease is held from here, as [`Ledger::acquire`]
+    /// holds one, and the run's `acquire` of the shard takes it over.
+    /// `None` when the shard is not free (held by another owner, or finished).
+    pub async fn claim_offered(&self, shard_id: &str) -> anyhow::Result<Option<ShardSpec>> {
+        let Some((claimed, sent)) = self.claim(shard_id).await? else {
+            return Ok(None);
+        };
+        let shard = claimed.shard.clone();
+        self.hold(claimed, sent, true);
+        Ok(Some(shard))
+    }
+
+    /// Keeps a claimed lease, renewed by a heartbeat from now on.
+    fn hold(&self, claimed: ClaimedShard, sent: Instant, unacquired: bool) {
+        let ClaimedShard { lease, resume, shard } = claimed;
+        let clock = Arc::new(LeaseClock::claimed(sent, self.ttl));
+        let split_requested = Arc::new(AtomicBool::new(false));
+        let heartbeat = self.heartbeat(lease.clone(), clock.clone(), split_requested.clone());
+        let unacquired = unacquired.then_some(resume);
+        if let Ok(mut held) = self.held.lock() {
+            held.insert(shard.id, HeldLease { lease, clock, heartbeat, split_requested, unacquired });
+        }
+    }
+
+    /// Where a shard claimed by [`StoreLedger::claim_offered`] resumes, the
+    /// first time it is asked for.
+    fn take_unacquired(&self, shard: &ShardSpec) -> anyhow::Result<Option<ResumePoint>> {
+        Ok(self.held()?.get_mut(&shard.id).and_then(|held| held.unacquired.take()))
+    }
+
+    /// Gives back the shards claimed by [`StoreLedger::claim_offered`] that
+    /// no run acquired (it was stopped first), so that they are offered again
+    /// at once rather than when their leases run out.
+    pub async fn release_unacquired(&self) -> anyhow::Result<()> {
+        let unacquired: Vec<HeldLease> =
+            self.held()?.extract_if(|_, held| held.unacquired.is_some()).map(|(_, held)| held).collect();
+        for HeldLease { lease, heartbeat, unacquired, .. } in unacquired {
+            heartbeat.abort();
+            self.store.release_shard(&lease, &unacquired.unwrap_or_default()).await?;
+        }
+        Ok(())
+    }
+
     fn lease(&self, shard: &ShardSpec) -> anyhow::Result<(Lease, Arc<LeaseClock>)> {
         let held = self.held.lock().map_err(|_| anyhow::anyhow!("lease table poisoned"))?;
         held.get(&shard.id)
@@ -104,7 +152,7 @@ impl StoreLedger {
     async fn unleased<T, Attempt>(
         &self,
         operation: Operation,
-        shard: &ShardSpec,
+        shard_id: &str,
         attempt: impl FnMut() -> Attempt,
     ) -> anyhow::Result<T>
     where
@@ -112,23 +160,23 @@ impl StoreLedger {
     {
         let deadline = Instant::now() + self.ttl;
         self.reachability
-            .retry(operation, &shard.id, Deadline::Wait(self.ttl), || deadline, attempt)
+            .retry(operation, shard_id, Deadline::Wait(self.ttl), || deadline, attempt)
             .await
             .map_err(Failure::into_anyhow)
     }
 
     /// A claim of the shard, with the instant its request was sent.
-    async fn claim(&self, shard: &ShardSpec) -> anyhow::Result<Option<(Lease, ResumePoint, Instant)>> {
-        self.unleased(Operation::Claim, shard, || async {
+    async fn claim(&self, shard_id: &str) -> anyhow::Result<Option<(ClaimedShard, Instant)>> {
+        self.unleased(Operation::Claim, shard_id, || async {
             let sent = Instant::now();
-            let claimed = self.store.claim_shard(&self.run_id, &shard.id, &self.owner, self.ttl).await?;
-            Ok(claimed.map(|(lease, resume)| (lease, resume, sent)))
+            let claimed = self.store.claim_shard(&self.run_id, shard_id, &self.owner, self.ttl).await?;
+            Ok(claimed.map(|claimed| (claimed, sent)))
         })
         .await
     }
 
     async fn record(&self, shard: &ShardSpec) -> anyhow::Result<ShardRecord> {
-        self.unleased(Operation::Read, shard, || self.store.shard(&self.run_id, &shard.id))
+        self.unleased(Operation::Read, &shard.id, || self.store.shard(&self.run_id, &shard.id))
             .await
             .with_context(|| format!("reading shard {} of run {}", shard.id, self.run_id))
     }
@@ -225,8 +273,11 @@ impl Ledger for StoreLedger {
     /// runs out within the ttl), unless built [`StoreLedger::only_free_shards`];
     /// gives up on a finished shard.
     async fn acquire(&self, shard: &ShardSpec) -> anyhow::Result<Option<ResumePoint>> {
-        let (lease, resume, sent) = loop {
-            if let Some(claimed) = self.claim(shard).await? {
+        if let Some(resume) = self.take_unacquired(shard)? {
+            return Ok(Some(resume));
+        }
+        let (claimed, sent) = loop {
+            if let Some(claimed) = self.claim(&shard.id).await? {
                 break claimed;
             }
             let record = self.record(shard).await?;
@@ -236,12 +287,8 @@ impl Ledger for StoreLedger {
             tracing::info!(shard = %shard.id, owner = ?record.owner, "waiting for another owner's lease to expire");
             tokio::time::sleep(LEASE_POLL).await;
         };
-        let clock = Arc::new(LeaseClock::claimed(sent, self.ttl));
-        let split_requested = Arc::new(AtomicBool::new(false));
-        let heartbeat = self.heartbeat(lease.clone(), clock.clone(), split_requested.clone());
-        if let Ok(mut held) = self.held.lock() {
-            held.insert(shard.id.clone(), HeldLease { lease, clock, heartbeat, split_requested });
-        }
+        let resume = claimed.resume.clone();
+        self.hold(claimed, sent, false);
         Ok(Some(resume))
     }
 
@@ -440,5 +487,30 @@ mod tests {
         assert_eq!(shards.len(), 2);
         assert_eq!(shards[0].spec.descriptor, serde_json::json!({ "half": 1 }));
         assert_eq!((shards[1].spec.clone(), shards[1].state), (new_shard, ShardState::Pending));
+    }
+
+    #[tokio::test]
+    async fn an_offered_claim_is_taken_over_by_the_run_or_given_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, run_id, shard) = store_with_run(dir.path()).await;
+        let ttl = Duration::from_secs(30);
+        let ledger = StoreLedger::new(store.clone(), &run_id, "worker", ttl).only_free_shards();
+        assert_eq!(ledger.claim_offered(&shard.id).await.unwrap(), Some(shard.clone()));
+        let other = StoreLedger::new(store.clone(), &run_id, "other", ttl).only_free_shards();
+        assert_eq!(other.claim_offered(&shard.id).await.unwrap(), None, "a held shard is not free");
+
+        // Not acquired: given back, pending again for the next offer.
+        ledger.release_unacquired().await.unwrap();
+        let record = store.shard(&run_id, &shard.id).await.unwrap();
+        assert_eq!((record.state, record.epoch, record.owner), (ShardState::Pending, 1, None));
+
+        // Acquired: the run takes the claim over, without claiming again.
+        assert_eq!(ledger.claim_offered(&shard.id).await.unwrap(), Some(shard.clone()));
+        assert_eq!(ledger.acquire(&shard).await.unwrap(), Some(ResumePoint::default()));
+        ledger.release_unacquired().await.unwrap();
+        let record = store.shard(&run_id, &shard.id).await.unwrap();
+        assert_eq!((record.state, record.epoch), (ShardState::Running, 2), "an acquired claim stays");
+        ledger.finish(&shard, &ShardOutcome::Succeeded, &ResumePoint::default()).await.unwrap();
+        assert_eq!(other.claim_offered(&shard.id).await.unwrap(), None, "a finished shard is not free");
     }
 }

@@ -56,7 +56,8 @@ pub use sql::{Cell, Columns, Dialect, Snapshot, SqlStore, TableRows};
 pub use sqlite::{SCHEMA_VERSION, SqliteDialect, SqliteStore};
 
 use crate::model::{
-    Event, JobRecord, Lease, NewRun, QueuedRun, RunFilter, RunRecord, RunState, RunStatus, ShardRecord, ShardState,
+    ClaimedShard, Event, JobRecord, Lease, NewRun, QueuedRun, RunFilter, RunRecord, RunState, RunStatus, ShardRecord,
+    ShardState,
 };
 
 /// What a store operation can fail with.
@@ -131,7 +132,8 @@ pub trait Store: Send + Sync {
     /// pending, or running with an expired lease; increments its epoch (the
     /// fencing token), sets it running, records an event and returns the
     /// lease with where the shard resumes (its last saved checkpoint, commit
-    /// sequence and counters, as of the claim). `Ok(None)` if someone else
+    /// sequence and counters, as of the claim) and the shard itself, read in
+    /// the claim's transaction. `Ok(None)` if someone else
     /// holds it, it is finished (succeeded or failed) or it is not in the run.
     /// Expiry uses the store's clock. The run must be running:
     /// [`Error::RunNotRunning`] otherwise, [`Error::NotFound`] if it is missing.
@@ -141,7 +143,7 @@ pub trait Store: Send + Sync {
         shard_id: &str,
         owner: &str,
         ttl: Duration,
-    ) -> Result<Option<(Lease, ResumePoint)>, Error>;
+    ) -> Result<Option<ClaimedShard>, Error>;
 
     /// Extends a lease to `ttl` from now; [`Error::LeaseLost`] if the epoch
     /// moved on or the lease expired.

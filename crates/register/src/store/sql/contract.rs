@@ -18,7 +18,8 @@ use super::{
     Columns, Dialect, HELD_LEASE, RUN_COLUMNS, RUN_STATUS_COLUMNS, RowsAffected, SHARD_COLUMNS, Snapshot, SqlStore,
 };
 use crate::model::{
-    Event, JobRecord, Lease, NewRun, QueuedRun, RunFilter, RunRecord, RunState, RunStatus, ShardRecord, ShardState,
+    ClaimedShard, Event, JobRecord, Lease, NewRun, QueuedRun, RunFilter, RunRecord, RunState, RunStatus, ShardRecord,
+    ShardState,
 };
 use crate::store::split::{SPLIT, SPLIT_REQUESTED, split_reasons};
 use crate::store::{Error, Store};
@@ -160,7 +161,7 @@ where
         shard_id: &str,
         owner: &str,
         ttl: Duration,
-    ) -> Result<Option<(Lease, ResumePoint)>, Error> {
+    ) -> Result<Option<ClaimedShard>, Error> {
         let mut tx = self.begin().await?;
         // The shared lock keeps the run running until the claim commits.
         let run_state = sqlx::query(D::sql(&format!("SELECT state FROM runs WHERE id = ?{}", D::LOCK_FOR_SHARE)))
@@ -190,7 +191,7 @@ where
         }
         // No RETURNING (MariaDB lacks it): the claim's own row, read back in its transaction.
         let claimed = sqlx::query(D::sql(
-            "SELECT epoch, sequence, checkpoint, counters FROM shards WHERE run_id = ? AND shard_id = ?",
+            "SELECT epoch, sequence, checkpoint, counters, spec FROM shards WHERE run_id = ? AND shard_id = ?",
         ))
         .bind(run_id)
         .bind(shard_id)
@@ -198,13 +199,14 @@ where
         .await?;
         let epoch = to_u64(claimed.integer("epoch")?, "epoch")?;
         let resume = decode_resume_point(&claimed)?;
+        let shard = from_json::<ShardSpec>(&claimed.text("spec")?, "shard spec")?;
         let reason = format!("claimed by {owner} at epoch {epoch}");
         Self::insert_event(&mut tx, run_id, Some(shard_id), ShardState::Running.as_str(), &reason).await?;
         tx.commit().await?;
         tracing::debug!(run_id, shard_id, owner, epoch, "claimed shard");
         let lease =
             Lease { run_id: run_id.to_string(), shard_id: shard_id.to_string(), owner: owner.to_string(), epoch };
-        Ok(Some((lease, resume)))
+        Ok(Some(ClaimedShard { lease, resume, shard }))
     }
 
     async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<(), Error> {

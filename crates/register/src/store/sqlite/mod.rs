@@ -31,7 +31,8 @@ use super::sql::codec::{
 };
 use super::{Error, Snapshot, Store};
 use crate::model::{
-    Event, JobRecord, Lease, NewRun, QueuedRun, RunFilter, RunRecord, RunState, RunStatus, ShardRecord, ShardState,
+    ClaimedShard, Event, JobRecord, Lease, NewRun, QueuedRun, RunFilter, RunRecord, RunState, RunStatus, ShardRecord,
+    ShardState,
 };
 use group_commit::{GroupCommit, grouped_write};
 
@@ -434,7 +435,7 @@ impl Store for SqliteStore {
         shard_id: &str,
         owner: &str,
         ttl: Duration,
-    ) -> Result<Option<(Lease, ResumePoint)>, Error> {
+    ) -> Result<Option<ClaimedShard>, Error> {
         let script = sqlx::query(grouped_write!(
             concat!(
                 "UPDATE shards SET state = 'running', epoch = epoch + 1, owner = ?, error = NULL, ",
@@ -446,7 +447,7 @@ impl Store for SqliteStore {
                 "AND (state = 'pending' OR (state = 'running' AND lease_expires_at <= ",
                 now_ms!(),
                 ")) AND (SELECT state FROM runs WHERE id = shards.run_id) = 'running' ",
-                "RETURNING epoch, sequence, checkpoint, counters;"
+                "RETURNING epoch, sequence, checkpoint, counters, spec;"
             ),
             concat!(
                 "INSERT INTO events (run_id, shard_id, at, kind, reason) SELECT run_id, shard_id, ",
@@ -472,10 +473,11 @@ impl Store for SqliteStore {
             checkpoint: checkpoint.map(|text| from_json(&text, "checkpoint")).transpose()?,
             counters: from_json(&row.try_get::<String, _>("counters")?, "counters")?,
         };
+        let shard = from_json::<ShardSpec>(&row.try_get::<String, _>("spec")?, "shard spec")?;
         tracing::debug!(run_id, shard_id, owner, epoch, "claimed shard");
         let lease =
             Lease { run_id: run_id.to_string(), shard_id: shard_id.to_string(), owner: owner.to_string(), epoch };
-        Ok(Some((lease, resume)))
+        Ok(Some(ClaimedShard { lease, resume, shard }))
     }
 
     async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<(), Error> {
