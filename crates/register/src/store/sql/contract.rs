@@ -163,30 +163,29 @@ where
         ttl: Duration,
     ) -> Result<Option<ClaimedShard>, Error> {
         let mut tx = self.begin().await?;
-        // The shared lock keeps the run running until the claim commits.
-        let run_state = sqlx::query(D::sql(&format!("SELECT state FROM runs WHERE id = ?{}", D::LOCK_FOR_SHARE)))
+        // The shared lock on the run keeps it running until the claim commits.
+        let claim = format!(
+            concat!(
+                "UPDATE shards SET state = 'running', epoch = epoch + 1, owner = ?, error = NULL, ",
+                "lease_expires_at = {{now}} + ?, updated_at = {{now}} ",
+                "WHERE run_id = ? AND shard_id = ? ",
+                "AND (state = 'pending' OR (state = 'running' AND lease_expires_at <= {{now}})) ",
+                "AND EXISTS (SELECT 1 FROM runs WHERE id = ? AND state = 'running'{})"
+            ),
+            D::LOCK_FOR_SHARE
+        );
+        let claimed = sqlx::query(D::sql(&claim))
+            .bind(owner)
+            .bind(ttl_ms(ttl))
             .bind(run_id)
-            .fetch_optional(&mut *tx)
+            .bind(shard_id)
+            .bind(run_id)
+            .execute(&mut *tx)
             .await?
-            .ok_or_else(|| Error::NotFound { what: format!("run {run_id}") })?;
-        let run_state: RunState = parse_state(&run_state.text("state")?)?;
-        if run_state != RunState::Running {
-            return Err(Error::RunNotRunning { run_id: run_id.to_string(), state: run_state });
-        }
-        let claimed = sqlx::query(D::sql(concat!(
-            "UPDATE shards SET state = 'running', epoch = epoch + 1, owner = ?, error = NULL, ",
-            "lease_expires_at = {now} + ?, updated_at = {now} ",
-            "WHERE run_id = ? AND shard_id = ? ",
-            "AND (state = 'pending' OR (state = 'running' AND lease_expires_at <= {now}))"
-        )))
-        .bind(owner)
-        .bind(ttl_ms(ttl))
-        .bind(run_id)
-        .bind(shard_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+            .rows_affected();
         if claimed == 0 {
+            drop(tx);
+            self.claimable_run(run_id).await?;
             return Ok(None);
         }
         // No RETURNING (MariaDB lacks it): the claim's own row, read back in its transaction.

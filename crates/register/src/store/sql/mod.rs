@@ -210,6 +210,20 @@ where
         Ok(found.is_some())
     }
 
+    /// Why a claim changed nothing: `Ok` when the run is running (the shard
+    /// is not free), [`Error::RunNotRunning`] or [`Error::NotFound`] otherwise.
+    async fn claimable_run(&self, run_id: &str) -> Result<(), Error> {
+        let run = sqlx::query(D::sql("SELECT state FROM runs WHERE id = ?"))
+            .bind(run_id)
+            .fetch_optional(&self.reader)
+            .await?
+            .ok_or_else(|| Error::NotFound { what: format!("run {run_id}") })?;
+        match codec::parse_state(&run.text("state")?)? {
+            RunState::Running => Ok(()),
+            state => Err(Error::RunNotRunning { run_id: run_id.to_string(), state }),
+        }
+    }
+
     async fn insert_event(
         connection: &mut <D::Db as Database>::Connection,
         run_id: &str,
