@@ -27,6 +27,7 @@ impl Dialect for MySqlDialect {
     const BEGIN: Option<&'static str> = None;
     const LOCK_FOR_UPDATE: &'static str = " FOR UPDATE";
     const LOCK_FOR_SHARE: &'static str = " LOCK IN SHARE MODE";
+    const DATA_MODIFYING_WITH: bool = false;
 
     fn on_conflict_update(_key: &str) -> String {
         "ON DUPLICATE KEY UPDATE".to_string()

@@ -24,6 +24,7 @@ impl Dialect for PostgresDialect {
     const BEGIN: Option<&'static str> = None;
     const LOCK_FOR_UPDATE: &'static str = " FOR NO KEY UPDATE";
     const LOCK_FOR_SHARE: &'static str = " FOR SHARE";
+    const DATA_MODIFYING_WITH: bool = true;
 
     fn on_conflict_update(key: &str) -> String {
         format!("ON CONFLICT ({key}) DO UPDATE SET")

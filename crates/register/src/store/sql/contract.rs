@@ -162,9 +162,8 @@ where
         owner: &str,
         ttl: Duration,
     ) -> Result<Option<ClaimedShard>, Error> {
-        let mut tx = self.begin().await?;
         // The shared lock on the run keeps it running until the claim commits.
-        let claim = format!(
+        let update = format!(
             concat!(
                 "UPDATE shards SET state = 'running', epoch = epoch + 1, owner = ?, error = NULL, ",
                 "lease_expires_at = {{now}} + ?, updated_at = {{now}} ",
@@ -174,34 +173,47 @@ where
             ),
             D::LOCK_FOR_SHARE
         );
-        let claimed = sqlx::query(D::sql(&claim))
-            .bind(owner)
-            .bind(ttl_ms(ttl))
-            .bind(run_id)
-            .bind(shard_id)
-            .bind(run_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if claimed == 0 {
-            drop(tx);
+        let claimed_columns = "run_id, shard_id, owner, epoch, sequence, checkpoint, counters, spec";
+        // The event, from the claimed row.
+        let record = |claimed: &str| {
+            format!(
+                "INSERT INTO events (run_id, shard_id, at, kind, reason) SELECT run_id, shard_id, {{now}}, 'running', \
+                 CONCAT('claimed by ', owner, ' at epoch ', epoch) FROM {claimed}"
+            )
+        };
+        let query = |statement: &str| {
+            sqlx::query(D::sql(statement)).bind(owner).bind(ttl_ms(ttl)).bind(run_id).bind(shard_id).bind(run_id)
+        };
+        let claimed = if D::DATA_MODIFYING_WITH {
+            let statement = format!(
+                "WITH claimed AS ({update} RETURNING {claimed_columns}), recorded AS ({}) SELECT {claimed_columns} FROM claimed",
+                record("claimed")
+            );
+            query(&statement).fetch_optional(&self.writer).await?
+        } else {
+            let mut tx = self.begin().await?;
+            if query(&update).execute(&mut *tx).await?.rows_affected() == 0 {
+                None
+            } else {
+                // No RETURNING (MariaDB lacks it): the claim's own row, read back in its transaction.
+                let this_shard = "shards WHERE run_id = ? AND shard_id = ?";
+                let row = sqlx::query(D::sql(&format!("SELECT {claimed_columns} FROM {this_shard}")))
+                    .bind(run_id)
+                    .bind(shard_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                sqlx::query(D::sql(&record(this_shard))).bind(run_id).bind(shard_id).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Some(row)
+            }
+        };
+        let Some(claimed) = claimed else {
             self.claimable_run(run_id).await?;
             return Ok(None);
-        }
-        // No RETURNING (MariaDB lacks it): the claim's own row, read back in its transaction.
-        let claimed = sqlx::query(D::sql(
-            "SELECT epoch, sequence, checkpoint, counters, spec FROM shards WHERE run_id = ? AND shard_id = ?",
-        ))
-        .bind(run_id)
-        .bind(shard_id)
-        .fetch_one(&mut *tx)
-        .await?;
+        };
         let epoch = to_u64(claimed.integer("epoch")?, "epoch")?;
         let resume = decode_resume_point(&claimed)?;
         let shard = from_json::<ShardSpec>(&claimed.text("spec")?, "shard spec")?;
-        let reason = format!("claimed by {owner} at epoch {epoch}");
-        Self::insert_event(&mut tx, run_id, Some(shard_id), ShardState::Running.as_str(), &reason).await?;
-        tx.commit().await?;
         tracing::debug!(run_id, shard_id, owner, epoch, "claimed shard");
         let lease =
             Lease { run_id: run_id.to_string(), shard_id: shard_id.to_string(), owner: owner.to_string(), epoch };

@@ -67,6 +67,12 @@ pub trait Dialect: Send + Sync + 'static {
     /// Appended to a `SELECT` of a row that must not change until commit.
     const LOCK_FOR_SHARE: &'static str;
 
+    /// Whether an `UPDATE` can return the rows it changed to an `INSERT` in
+    /// the same statement (a data-modifying `WITH`): then claiming a shard
+    /// and ending a lease, each with its event, are one statement apiece
+    /// instead of a transaction of several.
+    const DATA_MODIFYING_WITH: bool;
+
     /// The clause after an `INSERT` that turns a conflict on `key` into an
     /// update, up to and including `SET`.
     fn on_conflict_update(key: &str) -> String;
@@ -312,24 +318,34 @@ where
         reason: &str,
     ) -> Result<(), Error> {
         let checkpoint = reached.checkpoint.as_ref().map(to_json).transpose()?;
-        let mut tx = self.begin().await?;
-        let ended = sqlx::query(D::sql(&format!(
+        let update = format!(
             "UPDATE shards SET state = ?, sequence = ?, checkpoint = COALESCE(?, checkpoint), counters = ?, \
              error = ?, owner = CASE WHEN ? THEN NULL ELSE owner END, lease_expires_at = NULL, \
              updated_at = {{now}}{HELD_LEASE}"
-        )))
-        .bind(state.as_str())
-        .bind(to_i64(reached.sequence, "sequence")?)
-        .bind(checkpoint.as_deref())
-        .bind(to_json(&reached.counters)?.as_str())
-        .bind(error)
-        .bind(state == ShardState::Pending)
-        .bind(lease.run_id.as_str())
-        .bind(lease.shard_id.as_str())
-        .bind(to_i64(lease.epoch, "epoch")?)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        );
+        let statement = match D::DATA_MODIFYING_WITH {
+            true => format!(
+                "WITH ended AS ({update} RETURNING run_id, shard_id) INSERT INTO events (run_id, shard_id, at, kind, reason) \
+                 SELECT run_id, shard_id, {{now}}, ?, ? FROM ended"
+            ),
+            false => update,
+        };
+        let query = sqlx::query(D::sql(&statement))
+            .bind(state.as_str())
+            .bind(to_i64(reached.sequence, "sequence")?)
+            .bind(checkpoint.as_deref())
+            .bind(to_json(&reached.counters)?.as_str())
+            .bind(error)
+            .bind(state == ShardState::Pending)
+            .bind(lease.run_id.as_str())
+            .bind(lease.shard_id.as_str())
+            .bind(to_i64(lease.epoch, "epoch")?);
+        if D::DATA_MODIFYING_WITH {
+            let recorded = query.bind(state.as_str()).bind(reason).execute(&self.writer).await?.rows_affected();
+            return lease_held(recorded, lease);
+        }
+        let mut tx = self.begin().await?;
+        let ended = query.execute(&mut *tx).await?.rows_affected();
         lease_held(ended, lease)?;
         Self::insert_event(&mut tx, &lease.run_id, Some(&lease.shard_id), state.as_str(), reason).await?;
         tx.commit().await?;

@@ -16,6 +16,7 @@ impl Dialect for SqliteDialect {
     const BEGIN: Option<&'static str> = Some("BEGIN IMMEDIATE");
     const LOCK_FOR_UPDATE: &'static str = "";
     const LOCK_FOR_SHARE: &'static str = "";
+    const DATA_MODIFYING_WITH: bool = false;
 
     fn on_conflict_update(key: &str) -> String {
         format!("ON CONFLICT ({key}) DO UPDATE SET")
