@@ -93,6 +93,12 @@ async fn create_run_stores_pending_shards_in_plan_order(db: &TestDatabase) {
     }
     assert_eq!(store.unfinished_run("orders").await.unwrap(), Some(run));
     assert_eq!(store.unfinished_run("other").await.unwrap(), None);
+
+    // A plan larger than one insert carries keeps its order too.
+    let large = store.create_run(new_run("large", 2_345)).await.unwrap();
+    let shards = store.shards(&large.id).await.unwrap();
+    let specs: Vec<ShardSpec> = shards.into_iter().map(|shard| shard.spec).collect();
+    assert_eq!(specs, plan(2_345).shards);
 }
 
 async fn missing_runs_are_not_found(db: &TestDatabase) {

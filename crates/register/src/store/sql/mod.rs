@@ -289,19 +289,25 @@ where
         shards: &[ShardSpec],
     ) -> Result<(), Error> {
         let counters = to_json(&ShardCounters::default())?;
-        for (position, spec) in (first..).zip(shards) {
-            sqlx::query(D::sql(concat!(
-                "INSERT INTO shards (run_id, shard_id, position, spec, state, sequence, checkpoint, counters, ",
-                "epoch, owner, lease_expires_at, error, updated_at) ",
-                "VALUES (?, ?, ?, ?, 'pending', 0, NULL, ?, 0, NULL, NULL, NULL, {now})"
-            )))
-            .bind(run_id)
-            .bind(spec.id.as_str())
-            .bind(to_i64(position, "shard position")?)
-            .bind(to_json(spec)?.as_str())
-            .bind(counters.as_str())
-            .execute(&mut *connection)
-            .await?;
+        let specs = shards.iter().map(to_json).collect::<Result<Vec<String>, Error>>()?;
+        let rows = (first..).zip(shards.iter().zip(&specs)).collect::<Vec<_>>();
+        for chunk in rows.chunks(SHARDS_PER_INSERT) {
+            let row = "(?, ?, ?, ?, 'pending', 0, NULL, ?, 0, NULL, NULL, NULL, {now})";
+            let statement = format!(
+                "INSERT INTO shards (run_id, shard_id, position, spec, state, sequence, checkpoint, counters, \
+                 epoch, owner, lease_expires_at, error, updated_at) VALUES {}",
+                vec![row; chunk.len()].join(", ")
+            );
+            let mut insert = sqlx::query(D::sql(&statement));
+            for (position, (shard, spec)) in chunk {
+                insert = insert
+                    .bind(run_id)
+                    .bind(shard.id.as_str())
+                    .bind(to_i64(*position, "shard position")?)
+                    .bind(spec.as_str())
+                    .bind(counters.as_str());
+            }
+            insert.execute(&mut *connection).await?;
         }
         Ok(())
     }
@@ -395,5 +401,9 @@ const SHARD_COLUMNS: &str =
 /// The condition that lets an update through only for the holder of a live
 /// lease: the shard's current epoch, still running, and the lease unexpired
 /// by the store's clock. Binds run id, shard id and epoch, in that order.
+/// How many shards one `INSERT` of a plan carries: 5 parameters each, well
+/// under every backend's limit of 65,535 per statement.
+const SHARDS_PER_INSERT: usize = 1000;
+
 const HELD_LEASE: &str =
     " WHERE run_id = ? AND shard_id = ? AND epoch = ? AND state = 'running' AND lease_expires_at > {now}";
