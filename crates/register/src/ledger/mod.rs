@@ -100,7 +100,8 @@ impl StoreLedger {
     /// it: the claim hands back the shard as the store has it, so no read of
     /// it comes first. The lease is held from here, as [`Ledger::acquire`]
     /// holds one, and the run's `acquire` of the shard takes it over.
-    /// `None` when the shard is not free (held by another owner, or finished).
+    /// `None` when the shard is not free (held by another owner or already by
+    /// this one, or finished) or not in the run.
     pub async fn claim_offered(&self, shard_id: &str) -> anyhow::Result<Option<ShardSpec>> {
         let Some((claimed, sent)) = self.claim(shard_id).await? else {
             return Ok(None);
@@ -134,11 +135,14 @@ impl StoreLedger {
     pub async fn release_unacquired(&self) -> anyhow::Result<()> {
         let unacquired: Vec<HeldLease> =
             self.held()?.extract_if(|_, held| held.unacquired.is_some()).map(|(_, held)| held).collect();
-        for HeldLease { lease, heartbeat, unacquired, .. } in unacquired {
-            heartbeat.abort();
-            self.store.release_shard(&lease, &unacquired.unwrap_or_default()).await?;
+        unacquired.iter().for_each(|held| held.heartbeat.abort());
+        let mut first_error = None;
+        for HeldLease { lease, unacquired, .. } in unacquired {
+            if let Err(error) = self.store.release_shard(&lease, &unacquired.unwrap_or_default()).await {
+                first_error.get_or_insert(error);
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), |error| Err(error.into()))
     }
 
     fn lease(&self, shard: &ShardSpec) -> anyhow::Result<(Lease, Arc<LeaseClock>)> {

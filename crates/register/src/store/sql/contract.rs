@@ -189,35 +189,36 @@ where
                 "WITH claimed AS ({update} RETURNING {claimed_columns}), recorded AS ({}) SELECT {claimed_columns} FROM claimed",
                 record("claimed")
             );
-            query(&statement).fetch_optional(&self.writer).await?
+            let Some(row) = query(&statement).fetch_optional(&self.writer).await? else {
+                self.claimable_run(run_id).await?;
+                return Ok(None);
+            };
+            match decode_claim(&row, owner) {
+                Ok(claimed) => claimed,
+                Err(error) => return Err(self.fail_corrupt_claim(run_id, shard_id, owner, error).await),
+            }
         } else {
             let mut tx = self.begin().await?;
             if query(&update).execute(&mut *tx).await?.rows_affected() == 0 {
-                None
-            } else {
-                // No RETURNING (MariaDB lacks it): the claim's own row, read back in its transaction.
-                let this_shard = "shards WHERE run_id = ? AND shard_id = ?";
-                let row = sqlx::query(D::sql(&format!("SELECT {claimed_columns} FROM {this_shard}")))
-                    .bind(run_id)
-                    .bind(shard_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                sqlx::query(D::sql(&record(this_shard))).bind(run_id).bind(shard_id).execute(&mut *tx).await?;
-                tx.commit().await?;
-                Some(row)
+                drop(tx);
+                self.claimable_run(run_id).await?;
+                return Ok(None);
             }
+            // No RETURNING (MariaDB lacks it): the claim's own row, read back in
+            // its transaction, which a row that cannot be decoded rolls back.
+            let this_shard = "shards WHERE run_id = ? AND shard_id = ?";
+            let row = sqlx::query(D::sql(&format!("SELECT {claimed_columns} FROM {this_shard}")))
+                .bind(run_id)
+                .bind(shard_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let claimed = decode_claim(&row, owner)?;
+            sqlx::query(D::sql(&record(this_shard))).bind(run_id).bind(shard_id).execute(&mut *tx).await?;
+            tx.commit().await?;
+            claimed
         };
-        let Some(claimed) = claimed else {
-            self.claimable_run(run_id).await?;
-            return Ok(None);
-        };
-        let epoch = to_u64(claimed.integer("epoch")?, "epoch")?;
-        let resume = decode_resume_point(&claimed)?;
-        let shard = from_json::<ShardSpec>(&claimed.text("spec")?, "shard spec")?;
-        tracing::debug!(run_id, shard_id, owner, epoch, "claimed shard");
-        let lease =
-            Lease { run_id: run_id.to_string(), shard_id: shard_id.to_string(), owner: owner.to_string(), epoch };
-        Ok(Some(ClaimedShard { lease, resume, shard }))
+        tracing::debug!(run_id, shard_id, owner, epoch = claimed.lease.epoch, "claimed shard");
+        Ok(Some(claimed))
     }
 
     async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<(), Error> {
@@ -578,4 +579,16 @@ where
     async fn import(&self, snapshot: &Snapshot) -> Result<(), Error> {
         super::import::<D>(&self.writer, snapshot).await
     }
+}
+
+/// A claimed shard from the claim's row (the columns of a claim's `RETURNING`).
+fn decode_claim(row: &impl Columns, owner: &str) -> Result<ClaimedShard, Error> {
+    let shard = from_json::<ShardSpec>(&row.text("spec")?, "shard spec")?;
+    let lease = Lease {
+        run_id: row.text("run_id")?,
+        shard_id: row.text("shard_id")?,
+        owner: owner.to_string(),
+        epoch: to_u64(row.integer("epoch")?, "epoch")?,
+    };
+    Ok(ClaimedShard { lease, resume: decode_resume_point(row)?, shard })
 }

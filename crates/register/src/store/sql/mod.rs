@@ -16,9 +16,13 @@
 //! lease-conditional write is one `UPDATE … WHERE epoch = ? AND
 //! lease_expires_at > now` whose affected-row count decides; statements that
 //! read a run before changing it lock its row (`FOR UPDATE`, or the shared
-//! lock of a claim, so that claims never race a pause); `enqueue_run` leans
-//! on the unique index of job, trigger and schedule time. No statement uses
-//! `RETURNING`, which MariaDB lacks.
+//! lock a claim takes inside its `UPDATE`, so that claims never race a
+//! pause); `enqueue_run` leans on the unique index of job, trigger and
+//! schedule time. Only where the dialect has a data-modifying `WITH`
+//! ([`Dialect::DATA_MODIFYING_WITH`], PostgreSQL) does a claim or the end of
+//! a lease take `RETURNING`, to write its event in the same statement (the
+//! count that decides is then that of the events written); MariaDB lacks it
+//! and runs a short transaction instead.
 
 pub(super) mod codec;
 mod contract;
@@ -216,6 +220,27 @@ where
         Ok(found.is_some())
     }
 
+    /// Fails a claimed shard whose row cannot be decoded, so that it is not
+    /// claimed over and over (on PostgreSQL the claim commits with its one
+    /// statement, before the row is decoded); returns the decoding error.
+    async fn fail_corrupt_claim(&self, run_id: &str, shard_id: &str, owner: &str, error: Error) -> Error {
+        let reason = format!("the shard's stored row cannot be read: {error}");
+        let failed = sqlx::query(D::sql(
+            "UPDATE shards SET state = 'failed', error = ?, lease_expires_at = NULL, updated_at = {now} \
+             WHERE run_id = ? AND shard_id = ? AND owner = ? AND state = 'running'",
+        ))
+        .bind(reason.as_str())
+        .bind(run_id)
+        .bind(shard_id)
+        .bind(owner)
+        .execute(&self.writer)
+        .await;
+        if let Err(failing) = failed {
+            tracing::warn!(run_id, shard_id, error = %failing, "failing a shard whose row cannot be read failed");
+        }
+        error
+    }
+
     /// Why a claim changed nothing: `Ok` when the run is running (the shard
     /// is not free), [`Error::RunNotRunning`] or [`Error::NotFound`] otherwise.
     async fn claimable_run(&self, run_id: &str) -> Result<(), Error> {
@@ -291,7 +316,7 @@ where
         let counters = to_json(&ShardCounters::default())?;
         let specs = shards.iter().map(to_json).collect::<Result<Vec<String>, Error>>()?;
         let rows = (first..).zip(shards.iter().zip(&specs)).collect::<Vec<_>>();
-        for chunk in rows.chunks(SHARDS_PER_INSERT) {
+        for chunk in insert_chunks(&rows, |(_, (_, spec))| spec.len()) {
             let row = "(?, ?, ?, ?, 'pending', 0, NULL, ?, 0, NULL, NULL, NULL, {now})";
             let statement = format!(
                 "INSERT INTO shards (run_id, shard_id, position, spec, state, sequence, checkpoint, counters, \
@@ -398,12 +423,59 @@ const RUN_COLUMNS: &str = "id, job, spec_hash, mode, state, next_state, message,
 const SHARD_COLUMNS: &str =
     "run_id, spec, state, sequence, checkpoint, counters, epoch, owner, lease_expires_at, error, split_requested";
 
+/// At most how many shards one `INSERT` of a plan carries: 5 parameters
+/// each, well under every backend's limit of 65,535 per statement.
+const SHARDS_PER_INSERT: usize = 1000;
+
+/// At most how many bytes of shard specs one `INSERT` of a plan carries, well
+/// under MySQL's default `max_allowed_packet` of 16 MiB (a single larger
+/// spec goes alone).
+const SPEC_BYTES_PER_INSERT: usize = 4 << 20;
+
+/// `rows` in runs of at most [`SHARDS_PER_INSERT`] rows and
+/// [`SPEC_BYTES_PER_INSERT`] bytes (by `bytes`), each holding at least one row.
+fn insert_chunks<T>(rows: &[T], bytes: impl Fn(&T) -> usize) -> Vec<&[T]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (index, row) in rows.iter().enumerate() {
+        let row_bytes = bytes(row);
+        if index > start && (index - start == SHARDS_PER_INSERT || size + row_bytes > SPEC_BYTES_PER_INSERT) {
+            chunks.push(&rows[start..index]);
+            (start, size) = (index, 0);
+        }
+        size += row_bytes;
+    }
+    if start < rows.len() {
+        chunks.push(&rows[start..]);
+    }
+    chunks
+}
+
 /// The condition that lets an update through only for the holder of a live
 /// lease: the shard's current epoch, still running, and the lease unexpired
 /// by the store's clock. Binds run id, shard id and epoch, in that order.
-/// How many shards one `INSERT` of a plan carries: 5 parameters each, well
-/// under every backend's limit of 65,535 per statement.
-const SHARDS_PER_INSERT: usize = 1000;
-
 const HELD_LEASE: &str =
     " WHERE run_id = ? AND shard_id = ? AND epoch = ? AND state = 'running' AND lease_expires_at > {now}";
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn insert_chunks_keep_every_row_in_order_within_both_limits(
+            sizes in prop_oneof![Just(5_000usize), Just(3 << 20)]
+                .prop_flat_map(|largest| proptest::collection::vec(0..largest, 0..2_500)),
+        ) {
+            let chunks = insert_chunks(&sizes, |size| *size);
+            prop_assert_eq!(chunks.concat(), sizes.clone());
+            for chunk in &chunks {
+                prop_assert!(!chunk.is_empty() && chunk.len() <= SHARDS_PER_INSERT);
+                let bytes: usize = chunk.iter().sum();
+                prop_assert!(chunk.len() == 1 || bytes <= SPEC_BYTES_PER_INSERT, "{} bytes in {} rows", bytes, chunk.len());
+            }
+        }
+    }
+}
