@@ -4,10 +4,13 @@
 //! literals, as they almost always are, are parsed once, when the program
 //! compiles. Results and error messages stay VRL's own, and a format or time
 //! zone computed at run time, or one that does not parse, is left to VRL's
-//! function.
+//! function. A format of only zero-padded numbers and literals (`%Y-%m-%d
+//! %H:%M:%S`, `%F`, `%T`) is written digit by digit, the same text chrono
+//! writes, without chrono's general formatting.
 
-use chrono::format::Item;
 use chrono::format::strftime::StrftimeItems;
+use chrono::format::{Item, Numeric, Pad};
+use chrono::{Datelike, NaiveDateTime, Timelike};
 use vrl::compiler::prelude::*;
 
 /// VRL's standard library, `format_timestamp` taking literals once.
@@ -98,11 +101,10 @@ struct FormatTimestampWithItems {
 impl FunctionExpression for FormatTimestampWithItems {
     fn resolve(&self, ctx: &mut Context) -> Resolved {
         let instant = self.value.resolve(ctx)?.try_timestamp()?;
-        let items = self.items.iter();
         let text = match self.timezone {
-            Some(TimeZone::Named(zone)) => instant.with_timezone(&zone).format_with_items(items).to_string(),
-            Some(TimeZone::Local) => instant.with_timezone(&chrono::Local).format_with_items(items).to_string(),
-            None => instant.format_with_items(items).to_string(),
+            Some(TimeZone::Named(zone)) => self.render(&instant.with_timezone(&zone)),
+            Some(TimeZone::Local) => self.render(&instant.with_timezone(&chrono::Local)),
+            None => self.render(&instant),
         };
         Ok(text.into())
     }
@@ -110,6 +112,55 @@ impl FunctionExpression for FormatTimestampWithItems {
     fn type_def(&self, _state: &TypeState) -> TypeDef {
         TypeDef::bytes().fallible()
     }
+}
+
+impl FormatTimestampWithItems {
+    fn render<Zone: chrono::TimeZone>(&self, at: &chrono::DateTime<Zone>) -> String
+    where
+        Zone::Offset: std::fmt::Display,
+    {
+        plain_text(&at.naive_local(), &self.items)
+            .unwrap_or_else(|| at.format_with_items(self.items.iter()).to_string())
+    }
+}
+
+/// `at` written by `items` when they are only literals and zero-padded
+/// numbers of the date and time, the text chrono writes for them; `None` for
+/// any other item, or a year outside 0..=9999 (which chrono signs).
+fn plain_text(at: &NaiveDateTime, items: &[Item<'_>]) -> Option<String> {
+    let mut text = String::with_capacity(32);
+    for item in items {
+        match item {
+            Item::Literal(literal) | Item::Space(literal) => text.push_str(literal),
+            Item::OwnedLiteral(literal) | Item::OwnedSpace(literal) => text.push_str(literal),
+            Item::Numeric(numeric, Pad::Zero) => {
+                let (value, width) = match numeric {
+                    Numeric::Year => (u32::try_from(at.year()).ok().filter(|year| *year <= 9999)?, 4),
+                    Numeric::Month => (at.month(), 2),
+                    Numeric::Day => (at.day(), 2),
+                    Numeric::Hour => (at.hour(), 2),
+                    Numeric::Minute => (at.minute(), 2),
+                    // A leap second is second 60.
+                    Numeric::Second => (at.second() + u32::from(at.nanosecond() >= 1_000_000_000), 2),
+                    _ => return None,
+                };
+                push_zero_padded(&mut text, value, width);
+            }
+            _ => return None,
+        }
+    }
+    Some(text)
+}
+
+/// Appends the last `width` (at most 4) decimal digits of `value`.
+fn push_zero_padded(text: &mut String, value: u32, width: usize) {
+    let mut digits = [b'0'; 4];
+    let mut rest = value;
+    for digit in digits[..width].iter_mut().rev() {
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    digits[..width].iter().for_each(|&digit| text.push(char::from(digit)));
 }
 
 #[cfg(test)]
@@ -152,5 +203,27 @@ mod tests {
             assert_eq!(haul, vrl, "{source}");
         }
         assert_eq!(both(r#"format_timestamp!(.at, format: "%Y-%m-%d")"#).0, Ok(Value::from("2020-10-21")));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn plain_formats_write_what_chrono_writes(
+            seconds in -70_000_000_000i64..300_000_000_000,
+            nanos in 0u32..2_000_000_000,
+            format in proptest::sample::select(vec![
+                "%Y-%m-%d", "%F %T", "%Y-%m-%dT%H:%M:%S", "%d/%m/%Y %H:%M", "%Y%m%d", "day %d, %Hh", "%Y-%m-%d %.3f", "%b %e %y",
+            ]),
+        ) {
+            let Some(at) = chrono::DateTime::from_timestamp(seconds, nanos).map(|at| at.naive_utc()) else {
+                return Ok(());
+            };
+            let items = StrftimeItems::new(format).parse_to_owned().unwrap();
+            let plain = !format.contains(['.', 'b', 'e', 'y']);
+            let expected = at.format_with_items(items.iter()).to_string();
+            match plain_text(&at, &items) {
+                Some(text) => proptest::prop_assert_eq!(text, expected),
+                None => proptest::prop_assert!(!plain || !(0..=9999).contains(&at.year()), "{} fell back", format),
+            }
+        }
     }
 }
