@@ -345,3 +345,52 @@ fn requested_range(
     let field = spec.range.as_ref().and_then(|r| r.field.clone()).or_else(|| spec.incremental.cursor.clone());
     Ok(Some(RangeBounds { field, from: from.clone(), to: to.clone() }))
 }
+
+#[cfg(test)]
+mod tests {
+    use haul_collect_core::registry::PluginRegistry;
+    use haul_common::clock::ManualClock;
+    use haul_common::shutdown::CancellationToken;
+    use haul_register::{SqliteStore, Store};
+
+    use super::*;
+    use crate::service::{ServiceConfig, SpecFormat};
+
+    /// A tick reads the jobs, then the pending runs: a job applied and run in
+    /// between looks deleted to it, and only a job gone from the store may
+    /// cancel its runs.
+    #[tokio::test]
+    async fn only_a_job_gone_from_the_store_cancels_its_pending_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("server.db")).await.unwrap());
+        let mut registry = PluginRegistry::default();
+        haul_collect::register_builtin(&mut registry);
+        let config = ServiceConfig { state_dir: dir.path().join("state"), ..Default::default() };
+        let shutdown = CancellationToken::new();
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let platform = Platform::new(store.clone(), Arc::new(registry), clock, config, shutdown.clone()).await.unwrap();
+
+        let jobs_read_first = platform.load_jobs().await.unwrap();
+        let input = dir.path().join("in.jsonl");
+        std::fs::write(&input, "{\"id\":1}\n").unwrap();
+        let spec = format!(
+            "name = \"late\"\n\n[source]\ntype = \"file\"\npath = \"{}\"\n\n[sink]\ntype = \"stdout\"\n",
+            input.display()
+        );
+        let (late, _) = platform.apply_job(&spec, SpecFormat::Toml).await.unwrap();
+        let queue = |job: &str, spec_hash: &str| QueuedRun {
+            job: job.to_string(),
+            spec_hash: spec_hash.to_string(),
+            mode: Mode::Full,
+            request: RunRequest::default(),
+        };
+        let (kept, _) = store.enqueue_run(queue("late", &late.spec_hash)).await.unwrap();
+        let (orphan, _) = store.enqueue_run(queue("gone", "hash")).await.unwrap();
+
+        platform.start_ready_runs(&jobs_read_first).await.unwrap();
+        assert_eq!(store.run(&kept.id).await.unwrap().state, RunState::Pending, "a job applied meanwhile");
+        let orphan = store.run(&orphan.id).await.unwrap();
+        assert_eq!((orphan.state, orphan.message.as_deref()), (RunState::Cancelled, Some("the job was deleted")));
+        shutdown.cancel();
+    }
+}
