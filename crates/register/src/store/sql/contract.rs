@@ -190,7 +190,7 @@ where
                 record("claimed")
             );
             let Some(row) = query(&statement).fetch_optional(&self.writer).await? else {
-                self.claimable_run(run_id).await?;
+                super::claimable_run::<D>(&self.reader, run_id).await?;
                 return Ok(None);
             };
             match decode_claim(&row, owner) {
@@ -201,7 +201,7 @@ where
             let mut tx = self.begin().await?;
             if query(&update).execute(&mut *tx).await?.rows_affected() == 0 {
                 drop(tx);
-                self.claimable_run(run_id).await?;
+                super::claimable_run::<D>(&self.reader, run_id).await?;
                 return Ok(None);
             }
             // No RETURNING (MariaDB lacks it): the claim's own row, read back in

@@ -241,20 +241,6 @@ where
         error
     }
 
-    /// Why a claim changed nothing: `Ok` when the run is running (the shard
-    /// is not free), [`Error::RunNotRunning`] or [`Error::NotFound`] otherwise.
-    async fn claimable_run(&self, run_id: &str) -> Result<(), Error> {
-        let run = sqlx::query(D::sql("SELECT state FROM runs WHERE id = ?"))
-            .bind(run_id)
-            .fetch_optional(&self.reader)
-            .await?
-            .ok_or_else(|| Error::NotFound { what: format!("run {run_id}") })?;
-        match codec::parse_state(&run.text("state")?)? {
-            RunState::Running => Ok(()),
-            state => Err(Error::RunNotRunning { run_id: run_id.to_string(), state }),
-        }
-    }
-
     async fn insert_event(
         connection: &mut <D::Db as Database>::Connection,
         run_id: &str,
@@ -422,6 +408,27 @@ const RUN_COLUMNS: &str = "id, job, spec_hash, mode, state, next_state, message,
 
 const SHARD_COLUMNS: &str =
     "run_id, spec, state, sequence, checkpoint, counters, epoch, owner, lease_expires_at, error, split_requested";
+
+/// Why a claim changed nothing, read from `pool`: `Ok` when the run is
+/// running (the shard is not free), [`Error::RunNotRunning`] or
+/// [`Error::NotFound`] otherwise. Every backend's store asks it.
+pub(in crate::store) async fn claimable_run<D: Dialect>(pool: &Pool<D::Db>, run_id: &str) -> Result<(), Error>
+where
+    for<'c> &'c Pool<D::Db>: sqlx::Executor<'c, Database = D::Db>,
+    <D::Db as Database>::Arguments: sqlx::IntoArguments<D::Db>,
+    for<'q> &'q str: sqlx::Encode<'q, D::Db> + sqlx::Type<D::Db>,
+    <D::Db as Database>::Row: Columns,
+{
+    let run = sqlx::query(D::sql("SELECT state FROM runs WHERE id = ?"))
+        .bind(run_id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or_else(|| Error::NotFound { what: format!("run {run_id}") })?;
+    match codec::parse_state(&run.text("state")?)? {
+        RunState::Running => Ok(()),
+        state => Err(Error::RunNotRunning { run_id: run_id.to_string(), state }),
+    }
+}
 
 /// At most how many shards one `INSERT` of a plan carries: 5 parameters
 /// each, well under every backend's limit of 65,535 per statement.

@@ -140,17 +140,6 @@ impl SqliteStore {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
-    /// Why `run_id` has no claimable shard: it is missing or not running.
-    async fn claimable_run(&self, run_id: &str) -> Result<(), Error> {
-        let state: Option<String> =
-            sqlx::query_scalar("SELECT state FROM runs WHERE id = ?").bind(run_id).fetch_optional(&self.reader).await?;
-        let state: RunState = parse_state(&state.ok_or_else(|| Error::NotFound { what: format!("run {run_id}") })?)?;
-        match state {
-            RunState::Running => Ok(()),
-            state => Err(Error::RunNotRunning { run_id: run_id.to_string(), state }),
-        }
-    }
-
     /// Ends a lease: the shard moves to `state` (pending for a release, which
     /// clears the owner) with `reached` saved and an event recorded, in one
     /// script conditional on the lease.
@@ -463,7 +452,7 @@ impl Store for SqliteStore {
         .bind(run_id)
         .bind(shard_id);
         let Some(row) = self.group_commit.write(script).await?.pop() else {
-            self.claimable_run(run_id).await?;
+            super::sql::claimable_run::<SqliteDialect>(&self.reader, run_id).await?;
             return Ok(None);
         };
         let epoch = to_u64(row.try_get("epoch")?, "epoch")?;
