@@ -218,7 +218,7 @@ mod tests {
                 return Ok(());
             };
             let items = StrftimeItems::new(format).parse_to_owned().unwrap();
-            let plain = !format.contains(['.', 'b', 'e', 'y']);
+            let plain = !["%.3f", "%b"].iter().any(|other| format.contains(other));
             let expected = at.format_with_items(items.iter()).to_string();
             match plain_text(&at, &items) {
                 Some(text) => proptest::prop_assert_eq!(text, expected),
